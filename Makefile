@@ -1,0 +1,42 @@
+# The two newcomer commands: `make run` and `make test`. Both build what is missing and nothing more.
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+EXTRAS  ?= serve,fast,dev
+
+.PHONY: run test lint venv data artifacts clean-venv
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+# torch is installed first and pinned: an unpinned resolve pulls a multi-GB CUDA build.
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[$(EXTRAS)]'
+	rm -f $(VENV)/.installed-*
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+# Derived data and the default artifact bundle are committed; these targets rebuild them only when missing.
+data: venv
+	$(BIN)/junction data build --if-missing
+
+artifacts: data
+	$(BIN)/junction train default-bundle --if-missing
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy service training federation budget_controller
+
+test: venv lint
+	$(BIN)/pytest -q
+
+run: artifacts
+	$(BIN)/junction eval --dataset mmlu_pro --out reports/mmlu_pro
+
+clean-venv:
+	rm -rf $(VENV)
