@@ -22,7 +22,9 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def add_dataclass_args(parser: argparse.ArgumentParser, cls: type[Any], *, prefix: str = "") -> None:
+def add_dataclass_args(
+    parser: argparse.ArgumentParser, cls: type[Any], *, prefix: str = ""
+) -> None:
     hints = get_type_hints(cls)
     group = parser.add_argument_group(cls.__name__)
     for f in dataclasses.fields(cls):

@@ -136,7 +136,9 @@ class QueryEncoder:
             )
         return np.asarray(vecs, dtype=np.float32)
 
-    def encode(self, texts: Sequence[str], *, show_progress: bool = False) -> npt.NDArray[np.float32]:
+    def encode(
+        self, texts: Sequence[str], *, show_progress: bool = False
+    ) -> npt.NDArray[np.float32]:
         """Embed texts: [N, 384] float32 rows of unit norm, in input order."""
         texts = list(texts)
         if not texts:

@@ -46,10 +46,14 @@ class EvalMatrix:
             if shape != (q, m):
                 raise ValueError(f"EvalMatrix.{name} has shape {shape}, expected {(q, m)}")
         if self.embeddings.shape[0] != q:
-            raise ValueError(f"EvalMatrix.embeddings has {self.embeddings.shape[0]} rows, expected {q}")
+            raise ValueError(
+                f"EvalMatrix.embeddings has {self.embeddings.shape[0]} rows, expected {q}"
+            )
         for name in ("queries", "categories", "split"):
             if len(getattr(self, name)) != q:
-                raise ValueError(f"EvalMatrix.{name} has {len(getattr(self, name))} entries, expected {q}")
+                raise ValueError(
+                    f"EvalMatrix.{name} has {len(getattr(self, name))} entries, expected {q}"
+                )
 
     @property
     def num_queries(self) -> int:
