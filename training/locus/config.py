@@ -65,8 +65,19 @@ class LocusConfig:
         default=8e-4, metadata={"help": "AdamW lr of the correctness predictor"}
     )
     weight_decay: float = field(default=5e-2, metadata={"help": "AdamW weight decay (both)"})
-    warmup_steps: int = field(
-        default=50, metadata={"help": "linear lr warm-up steps (then constant)"}
+    warmup_steps: int = field(default=50, metadata={"help": "linear lr warm-up steps"})
+    lr_final_frac: float = field(
+        default=1.0,
+        metadata={
+            "help": "lr after the cosine decay that follows warm-up, as a fraction; 1 = constant"
+        },
+    )
+    ema_decay: float = field(
+        default=0.0,
+        metadata={
+            "help": "decay of an exponential moving average of the weights, used for "
+            "validation and the checkpoint; 0 disables it"
+        },
     )
     grad_clip: float = field(
         default=1.0, metadata={"help": "max global grad norm; 0 disables clipping"}
@@ -139,6 +150,12 @@ class LocusConfig:
         for name in ("lr_encoder", "lr_decoder"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"LocusConfig.{name} must be positive, got {getattr(self, name)}")
+        if not 0.0 < self.lr_final_frac <= 1.0:
+            raise ValueError(
+                f"LocusConfig.lr_final_frac must be in (0, 1], got {self.lr_final_frac}"
+            )
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"LocusConfig.ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.warmup_steps < 0 or self.patience < 0:
             raise ValueError("LocusConfig.warmup_steps and patience must be >= 0")
         if self.train_split == self.val_split:

@@ -78,6 +78,14 @@ def noise_std(cfg: LocusConfig, step: int) -> float:
     )
 
 
+def lr_factor(cfg: LocusConfig, step: int) -> float:
+    """Linear warm-up to 1, then a cosine decay to ``lr_final_frac`` at the last step."""
+    if step < cfg.warmup_steps:
+        return (step + 1) / (cfg.warmup_steps + 1)
+    t = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    return cfg.lr_final_frac + 0.5 * (1 - cfg.lr_final_frac) * (1 + math.cos(math.pi * min(t, 1.0)))
+
+
 def sample_episodes(
     rng: np.random.Generator,
     observed_rows: Sequence[IntArray],
@@ -179,9 +187,9 @@ def train_locus(
         ],
         weight_decay=cfg.weight_decay,
     )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min(1.0, (s + 1) / (cfg.warmup_steps + 1))
-    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(cfg, s))
+    # The averaged weights are what validation sees and what the checkpoint keeps.
+    ema = copy.deepcopy(model) if cfg.ema_decay > 0 else model
 
     history = History()
     best: tuple[float, int, dict[str, float], dict[str, Tensor]] | None = None
@@ -212,16 +220,23 @@ def train_locus(
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()
         scheduler.step()
+        if ema is not model:
+            # Warm-up of the decay (as in TF's ExponentialMovingAverage) so early averages are
+            # not dominated by the random init.
+            decay = min(cfg.ema_decay, step / (step + 10))
+            with torch.no_grad():
+                for p_ema, p in zip(ema.parameters(), model.parameters(), strict=True):
+                    p_ema.lerp_(p, 1.0 - decay)
         history.loss.append(loss.item())
         history.noise_std.append(std)
 
         if step % cfg.eval_every == 0 or step == cfg.steps:
-            metrics = validate(model, train, val)
+            metrics = validate(ema, train, val)
             metrics["step"] = float(step)
             metrics["seconds"] = time.perf_counter() - start
             history.val.append(metrics)
             if best is None or metrics["acc"] > best[0]:
-                state = copy.deepcopy(model.state_dict())
+                state = copy.deepcopy(ema.state_dict())
                 best = (metrics["acc"], step, metrics, state)
                 since_best = 0
             else:

@@ -11,7 +11,7 @@ from training.locus import LocusConfig, LocusEmbedder, MFConfig, fit_model_embed
 from training.locus.infer import score
 from training.locus.model import LocusModel
 from training.locus.synthetic import synthetic_matrix
-from training.locus.train import noise_std, sample_episodes, train_locus
+from training.locus.train import lr_factor, noise_std, sample_episodes, train_locus
 
 DIM = 16
 
@@ -276,3 +276,23 @@ def test_mf_trains_and_fits_a_new_model(matrix):
 
     assert acc(z, X, y) > acc(init, X, y)  # the fit explains its own evaluations better
     assert acc(z, test.embeddings, test.scores[:, 0]) > 0.6  # and generalises
+
+
+def test_lr_warms_up_then_decays_to_the_final_fraction():
+    cfg = tiny_config(steps=100, warmup_steps=10, lr_final_frac=0.1)
+    factors = [lr_factor(cfg, s) for s in range(100)]
+    assert factors[0] < factors[5] < factors[10] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(factors[10:], factors[11:], strict=False))
+    assert lr_factor(cfg, 100) == pytest.approx(0.1)
+
+
+def test_ema_weights_are_validated_and_kept(matrix):
+    cfg = tiny_config(steps=12, eval_every=12, ema_decay=0.9)
+    result = train_locus(matrix, cfg, progress=False)
+    torch.manual_seed(cfg.seed)
+    initial = LocusModel(cfg).state_dict()
+    raw = train_locus(matrix, tiny_config(steps=12, eval_every=12), progress=False)
+    assert result.history.loss == raw.history.loss  # averaging does not touch the optimiser
+    for name, param in result.model.state_dict().items():
+        assert not torch.equal(param, initial[name]), name
+        assert not torch.equal(param, raw.model.state_dict()[name]), name
