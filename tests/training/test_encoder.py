@@ -234,3 +234,38 @@ def test_onnx_model_is_cached_and_reused(onnx_encoder, onnx_root, texts, monkeyp
     monkeypatch.setenv("JUNCTION_CACHE_DIR", str(onnx_root))
     via_query_encoder = QueryEncoder(backend="onnx").encode(texts[:5])
     np.testing.assert_allclose(via_query_encoder, onnx_encoder.encode(texts[:5]), atol=1e-6)
+
+
+def test_bench_texts_have_the_requested_token_count():
+    from tokenizers import Tokenizer
+
+    from training.bench_encoder import texts_of_length
+    from training.encoder import model_dir
+
+    tok = Tokenizer.from_file(str(model_dir() / "tokenizer.json"))
+    tok.no_truncation()
+    tok.no_padding()  # tokenizer.json pads to 128 by default
+    for tokens in (16, 64, 256):
+        texts = texts_of_length(tokens, 4)
+        assert len(set(texts)) == 4
+        assert [len(tok.encode(t).ids) for t in texts] == [tokens] * 4
+
+
+def test_bench_command_joins_an_existing_bench_group():
+    import argparse
+
+    from training.bench_encoder import EncoderBenchConfig, register_bench
+    from training.config_cli import dataclass_from_args
+
+    parser = argparse.ArgumentParser()
+    top = parser.add_subparsers(dest="command", required=True)
+    other = top.add_parser("bench").add_subparsers(dest="bench_command", required=True)
+    other.add_parser("scoring")
+    register_bench(top)
+
+    assert parser.parse_args(["bench", "scoring"]).bench_command == "scoring"
+    args = parser.parse_args(["bench", "encoder", "--threads", "2", "--backends", "onnx-int8"])
+    cfg = dataclass_from_args(EncoderBenchConfig, args)
+    assert (cfg.threads, cfg.backend_list, cfg.lengths) == (2, ["onnx-int8"], (16, 64, 256))
+    with pytest.raises(ValueError, match="backends"):
+        EncoderBenchConfig(backends="torch-fp16")
