@@ -159,8 +159,9 @@ def test_torch_vectors_are_unit_norm_384d(fp32, texts):
     np.testing.assert_allclose(np.linalg.norm(fp32, axis=1), 1.0, atol=1e-5)
 
 
-def test_torch_is_deterministic(torch_encoder, fp32, texts):
-    np.testing.assert_array_equal(torch_encoder.encode(texts), fp32)
+def test_torch_is_deterministic(torch_encoder, texts):
+    subset = texts[::5]
+    np.testing.assert_array_equal(torch_encoder.encode(subset), torch_encoder.encode(subset))
 
 
 def test_torch_is_batch_invariant(torch_encoder, fp32, texts):
