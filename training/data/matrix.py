@@ -95,5 +95,14 @@ class EvalMatrix:
             completion_tokens=self.completion_tokens[:, cols],
         )
 
+    def meta_models(self, key: str, default: list[str] | None = None) -> list[str]:
+        """A list of model names from ``meta`` (e.g. "seen_models"), or ``default``."""
+        value = self.meta.get(key)
+        if value is None:
+            return list(default if default is not None else [])
+        if not isinstance(value, list):
+            raise TypeError(f"meta[{key!r}] is not a list of model names")
+        return [str(v) for v in value]
+
     def for_split(self, name: str) -> EvalMatrix:
         return self.subset(self.split == name)
