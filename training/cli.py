@@ -27,6 +27,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     b.set_defaults(handler=_data_build)
     _register_train(subparsers)
     _register_eval(subparsers)
+    from training.bench_encoder import register_bench
+
+    register_bench(subparsers)
 
 
 def _register_train(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

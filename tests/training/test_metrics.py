@@ -81,3 +81,16 @@ def test_fraction_above_hull():
     assert above["fraction"] == 1.0 and above["min_margin"] > 0
     below = fraction_above_hull(np.array([1.0, 3.0]), np.array([0.4, 0.7]), hc, ha)
     assert below["fraction"] == 0.0
+
+
+def test_choose_with_default_needs_a_clear_gain():
+    from training.evaluation.metrics import choose_with_default, tune_margin
+
+    p = np.array([[0.6, 0.65], [0.6, 0.9]])
+    cost = np.zeros_like(p)
+    assert choose_with_default(p, cost, 0.0, default=0, margin=0.1).tolist() == [0, 1]
+    assert choose_with_default(p, cost, 0.0, default=0, margin=0.0).tolist() == [1, 1]
+    # query 0: the default is right; query 1: the other model is right -> margin in (0.05, 0.3]
+    s = np.array([[1.0, 0.0], [0.0, 1.0]])
+    margin, acc = tune_margin(p, cost, s, default=0)
+    assert acc == 1.0 and 0.05 <= margin < 0.3

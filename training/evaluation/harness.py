@@ -66,6 +66,12 @@ class EvalConfig:
     max_portfolio: int = field(default=10, metadata={"help": "largest k-center portfolio"})
     seed: int = field(default=0, metadata={"help": "seed of the harness' own sampling"})
     threads: int = field(default=2, metadata={"help": "torch CPU threads"})
+    held_out: str = field(
+        default="",
+        metadata={
+            "help": "comma-separated models to hold out of training ('' = the data set's own)"
+        },
+    )
     quick: bool = field(default=False, metadata={"help": "tiny configs (tests and smoke runs)"})
 
 
@@ -81,9 +87,16 @@ class Prepared:
     test: EvalMatrix
 
 
-def prepare(matrix: EvalMatrix) -> Prepared:
+def prepare(matrix: EvalMatrix, held_out: str = "") -> Prepared:
     seen = matrix.meta_models("seen_models", matrix.models)
     unseen = matrix.meta_models("unseen_models")
+    if held_out:
+        unseen = [m.strip() for m in held_out.split(",") if m.strip()]
+        unknown = [m for m in unseen if m not in matrix.models]
+        if unknown:
+            raise KeyError(f"--held-out names unknown model(s) {unknown}; known: {matrix.models}")
+        seen = [m for m in matrix.models if m not in unseen]
+        matrix.meta.update(seen_models=seen, unseen_models=unseen)
     pool = matrix.select_models(seen)
     return Prepared(
         matrix=matrix,
@@ -295,7 +308,7 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     matrix = load_matrix(cfg.dataset)
-    prep = prepare(matrix)
+    prep = prepare(matrix, cfg.held_out)
     tr, va, te = prep.train, prep.val, prep.test
     locus_cfg, mf_cfg = _locus_configs(cfg)
     timings: dict[str, float] = {}
@@ -338,6 +351,12 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
         "locus": MethodOutput(locus.predict(Z, te.embeddings), cost_te),
         "mf": MethodOutput(mf.predict(te.embeddings), cost_te),
     }
+    cost_va = cost_model.predict(query_prompt_tokens(va))
+    val_p: dict[str, Array] = {
+        "locus": locus.predict(Z, va.embeddings),
+        "mf": mf.predict(va.embeddings),
+        **{n: r.predict(va.embeddings).p_correct for n, r in routers.items()},
+    }
     for name, r in routers.items():
         o = r.predict(te.embeddings)
         methods[name] = MethodOutput(
@@ -360,6 +379,16 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
     for name, mo in methods.items():
         entry: dict[str, Any] = {}
         if mo.predicts_correctness:
+            # The default-model policy: its margin is tuned on the validation split only.
+            default = routers["best_single"].best
+            margin, val_acc = mt.tune_margin(val_p[name], cost_va, va.scores, default)
+            choice_m = mt.choose_with_default(mo.p, mo.cost, 0.0, default, margin)
+            entry["routing_with_default"] = {
+                "margin": margin,
+                "val_accuracy": val_acc,
+                "test_accuracy": mt.realised(choice_m, te.scores, te.cost_usd)[0],
+                "switch_rate": float((choice_m != default).mean()),
+            }
             entry["correctness_accuracy"] = mt.correctness_accuracy(mo.p, te.scores)
             entry["auroc"] = mt.auroc(mo.p, te.scores)
             entry["log_loss"] = mt.log_loss(mo.p, te.scores)
@@ -555,18 +584,23 @@ def render_summary(r: dict[str, Any]) -> str:
         "",
         "## 1-3. Correctness prediction, routing, accuracy-cost frontier (test split)",
         "",
-        "| method | correctness acc | AUROC | log-loss | routing acc (lambda=0) | frontier AUC | above hull |",
-        "|---|---|---|---|---|---|---|",
+        "| method | correctness acc | AUROC | log-loss | routing acc, argmax | routing acc, default+margin "
+        "(switch rate) | frontier AUC | above hull |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name, m in r["methods"].items():
         hull = m.get("above_hull", {}).get("fraction")
+        d = m.get("routing_with_default")
+        dm = "-" if d is None else f"{d['test_accuracy']:.3f} ({d['switch_rate']:.0%})"
         lines.append(
             f"| {name} | {_f(m.get('correctness_accuracy'))} | {_f(m.get('auroc'))} | "
-            f"{_f(m.get('log_loss'))} | {_f(m.get('routing_accuracy'))} | {_f(m.get('frontier_auc'))} | "
-            f"{'-' if hull is None else f'{hull:.0%}'} |"
+            f"{_f(m.get('log_loss'))} | {_f(m.get('routing_accuracy'))} | {dm} | "
+            f"{_f(m.get('frontier_auc'))} | {'-' if hull is None else f'{hull:.0%}'} |"
         )
     lines += [
         "",
+        "Routing 'default+margin' stays with the best training model unless another model's "
+        "predicted correctness is higher by a margin tuned on the validation split.",
         "Frontier AUC is the normalised area, trapz(acc, cost) / (cost range), over 100 log-spaced "
         "lambdas; 'above hull' is the share of the router's cost range (within the single models' "
         "hull) where its frontier is at or above the convex hull of the single models. "

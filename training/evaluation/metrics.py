@@ -58,6 +58,38 @@ def choose(p: Array, cost: Array, lam: float) -> npt.NDArray[np.int64]:
     return np.argmin(masked_cost, axis=1).astype(np.int64)
 
 
+def choose_with_default(
+    p: Array, cost: Array, lam: float, default: int, margin: float
+) -> npt.NDArray[np.int64]:
+    """Like :func:`choose`, but leave the default model only for a utility gain above ``margin``.
+
+    This is the product's policy for a pool with a strong all-rounder: a router whose per-query
+    predictions are noisy should not trade a sure default for a predicted gain within its noise.
+    """
+    util = np.asarray(p, dtype=np.float64) - lam * np.asarray(cost, dtype=np.float64)
+    best = choose(p, cost, lam)
+    rows = np.arange(len(best))
+    keep = util[rows, best] <= util[:, default] + margin
+    return np.where(keep, default, best).astype(np.int64)
+
+
+def tune_margin(
+    p: Array, cost: Array, scores: Array, default: int, grid: Array | None = None
+) -> tuple[float, float]:
+    """The margin (from ``grid``) that maximises routing accuracy at lambda = 0 on held-out data."""
+    grid = np.linspace(0.0, 0.3, 31) if grid is None else grid
+    zeros = np.zeros_like(np.asarray(scores))
+    results = [
+        (
+            realised(choose_with_default(p, cost, 0.0, default, float(m)), scores, zeros)[0],
+            -float(m),
+        )
+        for m in grid
+    ]
+    acc, neg_margin = max(results)
+    return -neg_margin, acc
+
+
 def realised(choice: npt.NDArray[np.int64], scores: Array, costs: Array) -> tuple[float, float]:
     """(mean accuracy, mean cost) of a choice; an unevaluated chosen cell counts as wrong, cost 0."""
     rows = np.arange(len(choice))
