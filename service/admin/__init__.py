@@ -1,0 +1,1 @@
+"""The admin API: models, neighbours, portfolio, client keys, routers (admin token only)."""

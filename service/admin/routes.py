@@ -1,0 +1,249 @@
+"""Admin routes (``Authorization: Bearer $JUNCTION_ADMIN_TOKEN``)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated
+
+import numpy as np
+from fastapi import APIRouter, Depends, Query, Request, Response
+from sqlalchemy import select, update
+
+from service.admin.protocol import (
+    KeyCreate,
+    KeyCreated,
+    KeyPublic,
+    KeysPublic,
+    ModelCreate,
+    ModelPublic,
+    ModelsPublic,
+    ModelUpdate,
+    Neighbor,
+    NeighborsPublic,
+    PortfolioPublic,
+    PortfolioRequest,
+    Pricing,
+    RouterActivate,
+    RouterPublic,
+    RoutersPublic,
+)
+from service.admin.serving import portfolio
+from service.auth import hash_key, new_key
+from service.catalog import EvalInput, ModelSpec
+from service.db.models import ApiKeyRow, ModelRow, from_blob
+from service.deps import ComponentsDep, admin_principal
+from service.errors import InvalidRequest, ModelNotFound, NotFound, UnprocessableEntity
+from service.routing.registry import bump_version
+
+router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(admin_principal)])
+
+
+def model_public(
+    row: ModelRow, *, version: int | None = None, routable: bool | None = None
+) -> ModelPublic:
+    backend = {"kind": row.backend_kind, "url": row.backend_url, "model": row.backend_model}
+    if row.meta and row.meta.get("dataset"):
+        backend["dataset"] = row.meta["dataset"]
+    return ModelPublic(
+        name=row.name,
+        backend=backend,
+        pricing=Pricing(input_per_mtok=row.input_per_mtok, output_per_mtok=row.output_per_mtok),
+        embedding=[float(v) for v in from_blob(row.embedding)],
+        num_evaluations=row.num_evaluations,
+        enabled=row.enabled,
+        created_at=row.created_at,
+        registry_version=version,
+        routable=routable,
+    )
+
+
+# --- models
+@router.post("/models", status_code=201)
+async def create_model(body: ModelCreate, c: ComponentsDep) -> ModelPublic:
+    """Register a model: LOCUS embeds it from its evaluations in one pass; routable at once."""
+    b = body.backend
+    spec = ModelSpec(
+        name=body.name,
+        backend_kind=b.kind,
+        backend_url=b.url,
+        backend_model=b.model or (body.name if b.kind == "replay" else None),
+        backend_api_key=b.api_key,
+        input_per_mtok=body.pricing.input_per_mtok,
+        output_per_mtok=body.pricing.output_per_mtok,
+        meta={"dataset": b.dataset} if b.dataset else {},
+    )
+    evals = [
+        EvalInput(
+            score=e.score,
+            query=e.query,
+            embedding=e.embedding,
+            query_id=e.query_id,
+            prompt_tokens=e.prompt_tokens,
+            completion_tokens=e.completion_tokens,
+            category=e.category,
+        )
+        for e in body.evaluations
+    ]
+    row = await c.catalog.register(spec, evals)
+    pool = c.engine.pool
+    return model_public(row, version=pool.version, routable=pool.get(row.name) is not None)
+
+
+@router.get("/models")
+async def list_models(c: ComponentsDep) -> ModelsPublic:
+    async with c.db.session() as s:
+        rows = (await s.execute(select(ModelRow).order_by(ModelRow.name))).scalars().all()
+    return ModelsPublic(data=[model_public(r) for r in rows], count=len(rows))
+
+
+@router.get("/models/{name:path}/neighbors")
+async def neighbors(
+    name: str, c: ComponentsDep, k: Annotated[int, Query(ge=1, le=100)] = 5
+) -> NeighborsPublic:
+    """The k nearest models in LOCUS space: the fallback order and a similarity map."""
+    pool = c.engine.pool
+    me = pool.get(name)
+    if me is None:
+        raise ModelNotFound(f"model {name!r} is not registered (or disabled)", param="name")
+    others = [n for n in pool.names if n != name]
+    if not others:
+        return NeighborsPublic(model=name, neighbors=[])
+    Z = pool.embeddings(others)
+    z = me.embedding
+    dist = np.linalg.norm(Z - z[None, :], axis=1)
+    cos = (Z @ z) / (np.linalg.norm(Z, axis=1) * np.linalg.norm(z) + 1e-12)
+    order = np.argsort(dist, kind="stable")[:k]
+    return NeighborsPublic(
+        model=name,
+        neighbors=[
+            Neighbor(model=others[i], distance=float(dist[i]), cosine=float(cos[i])) for i in order
+        ],
+    )
+
+
+@router.get("/models/{name:path}")
+async def get_model(name: str, c: ComponentsDep) -> ModelPublic:
+    async with c.db.session() as s:
+        return model_public(await c.catalog.get(s, name))
+
+
+@router.patch("/models/{name:path}")
+async def patch_model(name: str, body: ModelUpdate, c: ComponentsDep) -> ModelPublic:
+    changes: dict[str, object] = {}
+    if body.backend is not None:
+        changes.update(
+            backend_kind=body.backend.kind,
+            backend_url=body.backend.url,
+            backend_model=body.backend.model,
+            backend_api_key=body.backend.api_key,
+        )
+    if body.pricing is not None:
+        changes.update(
+            input_per_mtok=body.pricing.input_per_mtok, output_per_mtok=body.pricing.output_per_mtok
+        )
+    if body.enabled is not None:
+        changes["enabled"] = body.enabled
+    if not changes:
+        raise UnprocessableEntity("nothing to change: give backend, pricing or enabled")
+    row = await c.catalog.update(name, changes)
+    return model_public(row, version=c.engine.pool.version)
+
+
+@router.delete("/models/{name:path}", status_code=204)
+async def delete_model(name: str, c: ComponentsDep) -> Response:
+    await c.catalog.delete(name)
+    return Response(status_code=204)
+
+
+@router.post("/portfolio")
+async def make_portfolio(body: PortfolioRequest, c: ComponentsDep) -> PortfolioPublic:
+    """k models that cover LOCUS space (greedy k-center), from the best predicted model on."""
+    return await portfolio(c, body)
+
+
+# --- keys
+def key_public(row: ApiKeyRow) -> KeyPublic:
+    return KeyPublic(
+        id=row.id,
+        name=row.name,
+        prefix=row.prefix,
+        requests_per_minute=row.requests_per_minute,
+        tokens_per_minute=row.tokens_per_minute,
+        budget_usd=row.budget_usd,
+        spent_usd=row.spent_usd,
+        created_at=row.created_at,
+        revoked=row.revoked_at is not None,
+    )
+
+
+@router.post("/keys", status_code=201)
+async def create_key(body: KeyCreate, c: ComponentsDep) -> KeyCreated:
+    key = new_key()
+    row = ApiKeyRow(
+        name=body.name,
+        prefix=key[:8],
+        key_hash=hash_key(key),
+        requests_per_minute=body.requests_per_minute,
+        tokens_per_minute=body.tokens_per_minute,
+        budget_usd=body.budget_usd,
+        spent_usd=0.0,
+    )
+    async with c.db.session() as s:
+        s.add(row)
+        await s.commit()
+    return KeyCreated(**key_public(row).model_dump(), key=key)
+
+
+@router.get("/keys")
+async def list_keys(c: ComponentsDep) -> KeysPublic:
+    async with c.db.session() as s:
+        rows = (await s.execute(select(ApiKeyRow).order_by(ApiKeyRow.id))).scalars().all()
+    return KeysPublic(data=[key_public(r) for r in rows])
+
+
+@router.delete("/keys/{key_id}", status_code=204)
+async def revoke_key(key_id: int, c: ComponentsDep) -> Response:
+    async with c.db.session() as s:
+        res = await s.execute(
+            update(ApiKeyRow)
+            .where(ApiKeyRow.id == key_id, ApiKeyRow.revoked_at.is_(None))
+            .values(revoked_at=datetime.now(UTC))
+        )
+        if res.rowcount == 0:  # type: ignore[attr-defined]
+            raise NotFound(f"no active key with id {key_id}")
+        version = await bump_version(s)
+        await s.commit()
+    await c.catalog.publish(version)
+    return Response(status_code=204)
+
+
+# --- routers
+def router_public(r: object) -> RouterPublic:
+    return RouterPublic.model_validate(r, from_attributes=True)
+
+
+@router.get("/routers")
+async def list_routers(c: ComponentsDep) -> RoutersPublic:
+    return RoutersPublic(data=[router_public(r) for r in await c.routers.list()])
+
+
+@router.post("/routers", status_code=201)
+async def upload_router(
+    request: Request,
+    c: ComponentsDep,
+    name: Annotated[str, Query(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")],
+) -> RouterPublic:
+    """Upload a router checkpoint (the request body, application/octet-stream) as a new version."""
+    data = await request.body()
+    if not data:
+        raise InvalidRequest("empty body: send the checkpoint bytes")
+    if name == "locus":
+        raise UnprocessableEntity("'locus' is the built-in router")
+    return router_public(await c.routers.upload(name, data))
+
+
+@router.post("/routers/activate")
+async def activate_router(body: RouterActivate, c: ComponentsDep) -> RouterPublic:
+    row, version = await c.routers.activate(body.name, body.version)
+    await c.catalog.publish(version)
+    return router_public(row)

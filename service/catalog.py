@@ -1,0 +1,284 @@
+"""The write side of the model registry: register, update, delete, re-embed, publish.
+
+Every write commits the rows and the bumped registry version in one transaction, then publishes
+the version (Redis mirror) and reloads this replica's pool at once; other replicas pick it up on
+their next poll. A model is routable as soon as ``register`` returns.
+
+Usage::
+
+    catalog = Catalog(db=db, store=store, locus=locus, encode=encoder.encode, on_change=reload)
+    row = await catalog.register(ModelSpec(...), queries=[...], scores=[...])
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from sqlalchemy import delete, func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from service.db.engine import Database
+from service.db.models import EvaluationRow, ModelRow, from_blob, to_blob
+from service.errors import Conflict, ModelNotFound, UnprocessableEntity
+from service.routing.registry import bump_version
+from service.routing.scoring import ModelEmbedder
+from service.state import StateStore
+
+Array = npt.NDArray[np.float32]
+VERSION_KEY = "registry_version"
+
+
+@dataclass
+class ModelSpec:
+    name: str
+    backend_kind: str
+    backend_url: str | None
+    backend_model: str | None
+    backend_api_key: str | None
+    input_per_mtok: float
+    output_per_mtok: float
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class EvalInput:
+    score: float
+    query: str | None = None
+    embedding: Sequence[float] | None = None
+    query_id: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    cost_usd: float | None = None
+    category: str | None = None
+
+
+class Catalog:
+    def __init__(
+        self,
+        *,
+        db: Database,
+        store: StateStore,
+        locus: ModelEmbedder,
+        encode: Callable[[list[str]], Array],
+        on_change: Callable[[], Awaitable[None]],
+        min_evaluations: int,
+        max_embed_evaluations: int,
+    ) -> None:
+        self.db = db
+        self.store = store
+        self.locus = locus
+        self.encode = encode
+        self.on_change = on_change
+        self.min_evaluations = min_evaluations
+        self.max_embed_evaluations = max_embed_evaluations
+        self._lock = asyncio.Lock()
+
+    async def embed_inputs(self, evals: Sequence[EvalInput]) -> Array:
+        """Query embeddings [n, D]: given ones as they are, texts through the encoder."""
+        dim = 384
+        X = np.zeros((len(evals), dim), dtype=np.float32)
+        todo = [(i, e.query) for i, e in enumerate(evals) if e.embedding is None]
+        for i, e in enumerate(evals):
+            if e.embedding is not None:
+                v = np.asarray(e.embedding, dtype=np.float32)
+                if v.shape != (dim,):
+                    raise UnprocessableEntity(
+                        f"evaluations[{i}].embedding has {v.size} values, expected {dim}",
+                        param=f"evaluations.{i}.embedding",
+                    )
+                X[i] = v
+        if todo:
+            texts = [str(t) for _, t in todo]
+            vecs = await asyncio.to_thread(self.encode, texts)
+            for (i, _), v in zip(todo, vecs, strict=True):
+                X[i] = v
+        return X
+
+    async def _embed(self, X: Array, y: Array) -> Array:
+        return np.asarray(await asyncio.to_thread(self.locus.embed, X, y), dtype=np.float32)
+
+    async def publish(self, version: int) -> None:
+        await self.store.set_int_max(VERSION_KEY, version)
+        await self.on_change()
+
+    async def register(self, spec: ModelSpec, evals: Sequence[EvalInput]) -> ModelRow:
+        if len(evals) < self.min_evaluations:
+            raise UnprocessableEntity(
+                f"{len(evals)} evaluations given; at least {self.min_evaluations} are needed "
+                "to embed a model",
+                param="evaluations",
+            )
+        X = await self.embed_inputs(evals)
+        y = np.asarray([e.score for e in evals], dtype=np.float32)
+        use = slice(-self.max_embed_evaluations, None)
+        z = await self._embed(X[use], y[use])
+        ptoks = [e.prompt_tokens for e in evals if e.prompt_tokens is not None]
+        ctoks = [e.completion_tokens for e in evals if e.completion_tokens is not None]
+        row = ModelRow(
+            name=spec.name,
+            backend_kind=spec.backend_kind,
+            backend_url=spec.backend_url,
+            backend_model=spec.backend_model,
+            backend_api_key=spec.backend_api_key,
+            input_per_mtok=spec.input_per_mtok,
+            output_per_mtok=spec.output_per_mtok,
+            embedding=to_blob(z),
+            num_evaluations=len(evals),
+            mean_prompt_tokens=float(np.mean(ptoks)) if ptoks else 0.0,
+            mean_completion_tokens=float(np.mean(ctoks)) if ctoks else 0.0,
+            enabled=True,
+            meta={**spec.meta, "mean_score": float(y.mean())},
+        )
+        async with self.db.session() as s:
+            s.add(row)
+            try:
+                await s.flush()
+            except IntegrityError:
+                raise Conflict(f"model {spec.name!r} already exists", param="name") from None
+            s.add_all(
+                EvaluationRow(
+                    model_name=spec.name,
+                    key_id=None,
+                    query_id=e.query_id,
+                    query=e.query,
+                    embedding=to_blob(X[i]),
+                    score=float(e.score),
+                    prompt_tokens=e.prompt_tokens,
+                    completion_tokens=e.completion_tokens,
+                    cost_usd=e.cost_usd,
+                    category=e.category,
+                )
+                for i, e in enumerate(evals)
+            )
+            version = await bump_version(s)
+            await s.commit()
+        await self.publish(version)
+        return row
+
+    async def register_embedded(
+        self,
+        spec: ModelSpec,
+        *,
+        embedding: Array,
+        num_evaluations: int,
+        mean_prompt_tokens: float,
+        mean_completion_tokens: float,
+    ) -> bool:
+        """Register a model with a ready LOCUS embedding (the shipped pool); False if present."""
+        async with self.db.session() as s:
+            exists = (
+                await s.execute(select(ModelRow.id).where(ModelRow.name == spec.name))
+            ).first()
+            if exists:
+                return False
+            s.add(
+                ModelRow(
+                    name=spec.name,
+                    backend_kind=spec.backend_kind,
+                    backend_url=spec.backend_url,
+                    backend_model=spec.backend_model,
+                    backend_api_key=spec.backend_api_key,
+                    input_per_mtok=spec.input_per_mtok,
+                    output_per_mtok=spec.output_per_mtok,
+                    embedding=to_blob(embedding),
+                    num_evaluations=num_evaluations,
+                    mean_prompt_tokens=mean_prompt_tokens,
+                    mean_completion_tokens=mean_completion_tokens,
+                    enabled=True,
+                    # Re-embedding blends this base with embeddings of evaluations added later.
+                    meta={
+                        **spec.meta,
+                        "base_embedding": [float(v) for v in embedding],
+                        "base_evaluations": num_evaluations,
+                    },
+                )
+            )
+            try:
+                version = await bump_version(s)
+                await s.commit()
+            except IntegrityError:
+                return False
+        await self.publish(version)
+        return True
+
+    async def get(self, s: AsyncSession, name: str) -> ModelRow:
+        row = (await s.execute(select(ModelRow).where(ModelRow.name == name))).scalar_one_or_none()
+        if row is None:
+            raise ModelNotFound(f"model {name!r} does not exist", param="name")
+        return row
+
+    async def update(self, name: str, changes: dict[str, Any]) -> ModelRow:
+        async with self.db.session() as s:
+            row = await self.get(s, name)
+            for k, v in changes.items():
+                setattr(row, k, v)
+            version = await bump_version(s)
+            await s.commit()
+        await self.publish(version)
+        return row
+
+    async def delete(self, name: str) -> None:
+        async with self.db.session() as s:
+            row = await self.get(s, name)
+            await s.execute(
+                delete(EvaluationRow).where(
+                    EvaluationRow.model_name == name, EvaluationRow.key_id.is_(None)
+                )
+            )
+            await s.delete(row)
+            version = await bump_version(s)
+            await s.commit()
+        await self.publish(version)
+
+    async def refresh_embeddings(self, names: Sequence[str]) -> dict[str, int]:
+        """Re-embed registered models from their stored evaluations (one forward pass each)."""
+        done: dict[str, int] = {}
+        async with self._lock, self.db.session() as s:
+            rows = (
+                (await s.execute(select(ModelRow).where(ModelRow.name.in_(list(names)))))
+                .scalars()
+                .all()
+            )
+            for row in rows:
+                evs = (
+                    await s.execute(
+                        select(EvaluationRow.embedding, EvaluationRow.score)
+                        .where(EvaluationRow.model_name == row.name)
+                        .order_by(EvaluationRow.id.desc())
+                        .limit(self.max_embed_evaluations)
+                    )
+                ).all()
+                total = (
+                    await s.execute(
+                        select(func.count())
+                        .select_from(EvaluationRow)
+                        .where(EvaluationRow.model_name == row.name)
+                    )
+                ).scalar_one()
+                if not evs:
+                    continue
+                X = np.stack([from_blob(e[0]) for e in evs])
+                y = np.asarray([e[1] for e in evs], dtype=np.float32)
+                z = await self._embed(X, y)
+                meta = dict(row.meta or {})
+                base_n = int(meta.get("base_evaluations", 0))
+                if base_n and "base_embedding" in meta:
+                    base = np.asarray(meta["base_embedding"], dtype=np.float32)
+                    z = ((base_n * base + len(evs) * z) / (base_n + len(evs))).astype(np.float32)
+                row.embedding = to_blob(z)
+                row.num_evaluations = base_n + int(total)
+                done[row.name] = row.num_evaluations
+            if done:
+                version = await bump_version(s)
+                await s.commit()
+            else:
+                version = None
+        if version is not None:
+            await self.publish(version)
+        return done

@@ -1,0 +1,1 @@
+"""Database layer: SQLAlchemy 2 async engine, ORM tables, data-access functions."""

@@ -1,0 +1,149 @@
+"""ORM tables. Change them only together with a migration in ``migrations/versions``.
+
+Vectors (query and model embeddings) are float32 little-endian blobs: compact, and the same
+bytes on SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def to_blob(v: npt.ArrayLike) -> bytes:
+    return np.asarray(v, dtype="<f4").tobytes()
+
+
+def from_blob(b: bytes) -> npt.NDArray[np.float32]:
+    return np.frombuffer(b, dtype="<f4").astype(np.float32)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class ModelRow(Base):
+    """A routable model: its backend, prices and LOCUS embedding."""
+
+    __tablename__ = "models"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    backend_kind: Mapped[str] = mapped_column(String(20))  # "openai" | "replay"
+    backend_url: Mapped[str | None] = mapped_column(String(500))
+    backend_model: Mapped[str | None] = mapped_column(String(200))
+    backend_api_key: Mapped[str | None] = mapped_column(String(500))
+    input_per_mtok: Mapped[float] = mapped_column(Float)
+    output_per_mtok: Mapped[float] = mapped_column(Float)
+    embedding: Mapped[bytes] = mapped_column(LargeBinary)
+    num_evaluations: Mapped[int] = mapped_column(Integer)
+    mean_prompt_tokens: Mapped[float] = mapped_column(Float, default=0.0)
+    mean_completion_tokens: Mapped[float] = mapped_column(Float, default=0.0)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    meta: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, onupdate=utcnow
+    )
+
+
+class EvaluationRow(Base):
+    """One (query, model, score) evaluation; ``key_id`` NULL means registered by an admin."""
+
+    __tablename__ = "evaluations"
+    __table_args__ = (Index("ix_evaluations_model_id", "model_name", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model_name: Mapped[str] = mapped_column(String(200))
+    key_id: Mapped[int | None] = mapped_column(
+        ForeignKey("api_keys.id", ondelete="CASCADE"), index=True
+    )
+    batch_id: Mapped[int | None] = mapped_column(
+        ForeignKey("evaluation_batches.id", ondelete="CASCADE"), index=True
+    )
+    query_id: Mapped[str | None] = mapped_column(String(200))
+    query: Mapped[str | None] = mapped_column(Text)
+    embedding: Mapped[bytes] = mapped_column(LargeBinary)
+    score: Mapped[float] = mapped_column(Float)
+    prompt_tokens: Mapped[int | None] = mapped_column(Integer)
+    completion_tokens: Mapped[int | None] = mapped_column(Integer)
+    cost_usd: Mapped[float | None] = mapped_column(Float)
+    category: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ApiKeyRow(Base):
+    """A client API key, stored as its SHA-256 (keys are 256-bit random, so no slow hash)."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    prefix: Mapped[str] = mapped_column(String(20))
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    requests_per_minute: Mapped[int | None] = mapped_column(Integer)
+    tokens_per_minute: Mapped[int | None] = mapped_column(Integer)
+    budget_usd: Mapped[float | None] = mapped_column(Float)
+    spent_usd: Mapped[float] = mapped_column(Float, default=0.0)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class EvaluationBatchRow(Base):
+    """One acknowledged ``POST /v1/evaluations``; the idempotency record of its key."""
+
+    __tablename__ = "evaluation_batches"
+    __table_args__ = (UniqueConstraint("key_id", "idempotency_key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key_id: Mapped[int | None] = mapped_column(ForeignKey("api_keys.id", ondelete="CASCADE"))
+    idempotency_key: Mapped[str] = mapped_column(String(200))
+    request_sha256: Mapped[str] = mapped_column(String(64))
+    response: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class RouterRow(Base):
+    """An uploaded router artifact (a self-describing checkpoint), at most one active."""
+
+    __tablename__ = "routers"
+    __table_args__ = (UniqueConstraint("name", "version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    version: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(50))
+    sha256: Mapped[str] = mapped_column(String(64))
+    artifact: Mapped[bytes] = mapped_column(LargeBinary)
+    active: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class RegistryStateRow(Base):
+    """A single row whose version changes with every registry write (models, keys, routers)."""
+
+    __tablename__ = "registry_state"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, default=0)

@@ -1,0 +1,70 @@
+"""Wire types of ``/v1/evaluations``: rows follow the evaluation-log contract of DESIGN.md."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+class EvaluationLogRow(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    query_id: str = Field(min_length=1, max_length=200)
+    query: str | None = Field(default=None, min_length=1, max_length=100_000)
+    embedding: list[float] | None = Field(default=None, min_length=384, max_length=384)
+    model: str = Field(min_length=1, max_length=200)
+    score: float = Field(ge=0, le=1)
+    prompt_tokens: int = Field(ge=0)
+    completion_tokens: int = Field(ge=0)
+    cost_usd: float | None = Field(default=None, ge=0)
+    category: str | None = Field(default=None, max_length=200)
+    client_id: str | None = Field(default=None, max_length=200)
+    timestamp: str | float | None = None
+
+    @field_validator("score")
+    @classmethod
+    def _finite(cls, v: float) -> float:
+        if not math.isfinite(v):
+            raise ValueError("score must be finite")
+        return v
+
+    @model_validator(mode="after")
+    def _has_query(self) -> EvaluationLogRow:
+        if self.query is None and self.embedding is None:
+            raise ValueError("a row needs query (text) or embedding")
+        return self
+
+
+class EvaluationBatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    rows: list[EvaluationLogRow] = Field(min_length=1, max_length=10_000)
+
+
+class BatchAck(BaseModel):
+    batch_id: int
+    accepted: int
+    models_refreshed: dict[str, int] = Field(
+        description="model -> evaluations now behind its embedding"
+    )
+    unregistered_models: list[str]
+
+
+class EvaluationPublic(BaseModel):
+    id: int
+    batch_id: int | None
+    query_id: str | None
+    query: str | None
+    model: str
+    score: float
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    cost_usd: float | None
+    category: str | None
+
+
+class EvaluationsPublic(BaseModel):
+    data: list[EvaluationPublic]
+    extra: dict[str, Any] = Field(default_factory=dict, exclude=True)

@@ -1,0 +1,1 @@
+"""Health endpoints (no backend calls) and Prometheus metrics."""

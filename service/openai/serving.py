@@ -1,0 +1,626 @@
+"""Serving chat and text completions: parse, route, call upstream with retry and fallback, relay.
+
+The order of one request: parse and validate (400 before anything else), conversation state,
+routing (or the concrete model), admission (rate limits, spend reservation), upstream attempts
+(retry once on a transient failure, then the next candidate nearest in LOCUS space), then the
+response. Every decision is made before the first byte; after it, a failure becomes an SSE error
+event followed by ``[DONE]``.
+
+Usage::
+
+    serving = OpenAIServing(engine=..., upstream=..., health=..., replay=..., accounting=...,
+                            store=..., metrics=..., settings=...)
+    response = await serving.create(raw_body, headers, principal, kind="chat")
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import ValidationError
+from starlette.responses import Response
+
+from service.accounting import Accounting, Reservation
+from service.auth import Principal
+from service.errors import (
+    BudgetExceeded,
+    InvalidJSON,
+    InvalidRequest,
+    ModelNotFound,
+    NoHealthyBackend,
+    ReplayMiss,
+    UpstreamError,
+    UpstreamTimeout,
+)
+from service.metrics import Metrics
+from service.openai.protocol import (
+    AUTO_MODELS,
+    ChatCompletionRequest,
+    CompletionRequest,
+    ModelCard,
+    ModelList,
+    RoutingOptions,
+    text_of,
+)
+from service.routing.engine import Decision, RouteQuery, RoutingEngine
+from service.routing.registry import PoolEntry
+from service.settings import Settings
+from service.state import StateStore
+from service.tokens import count_prompt_tokens, count_tokens, estimate_tokens
+from service.upstream.client import (
+    DONE,
+    UpstreamClient,
+    UpstreamFailure,
+    UpstreamStream,
+    error_message,
+)
+from service.upstream.health import BackendHealth
+from service.upstream.replay import ReplayBackend, ReplayStream
+
+log = logging.getLogger(__name__)
+Kind = Literal["chat", "completion"]
+MAX_FALLBACKS = 2
+# Reserved against a spend budget when the request sets no max_tokens.
+WORST_CASE_COMPLETION_TOKENS = 4096
+GATEWAY_FIELDS = ("routing", "budget")
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+def parse_json_object(raw: bytes) -> dict[str, Any]:
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidJSON(f"request body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise InvalidJSON("request body must be a JSON object")
+    return body
+
+
+def routing_from_headers(opts: RoutingOptions | None, headers: Mapping[str, str]) -> RoutingOptions:
+    """Body ``routing`` wins; ``x-junction-lambda|candidates|router`` fill what it leaves out."""
+    data: dict[str, Any] = opts.model_dump(by_alias=True, exclude_none=True) if opts else {}
+    if "lambda" not in data and headers.get("x-junction-lambda"):
+        data["lambda"] = headers["x-junction-lambda"]
+    if "candidates" not in data and headers.get("x-junction-candidates"):
+        data["candidates"] = [
+            c.strip() for c in headers["x-junction-candidates"].split(",") if c.strip()
+        ]
+    if "router" not in data and headers.get("x-junction-router"):
+        data["router"] = headers["x-junction-router"]
+    try:
+        return RoutingOptions.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidRequest(
+            f"bad routing options: {exc.errors()[0]['msg']}", param="routing"
+        ) from None
+
+
+@dataclass
+class Prepared:
+    kind: Kind
+    body: dict[str, Any]
+    model: str
+    stream: bool
+    include_usage: bool
+    route_text: str
+    prompt_text: str  # what the replay backend looks up: the last user turn, or the prompt
+    message_texts: list[str]
+    prompt_tokens_est: int
+    routing: RoutingOptions
+    conv_key: str | None
+    total_tokens: int | None
+    max_tokens: int | None
+    request_id: str
+    t_start: float
+
+    @property
+    def path(self) -> str:
+        return "/chat/completions" if self.kind == "chat" else "/completions"
+
+
+@dataclass
+class Served:
+    entry: PoolEntry
+    decision: Decision | None
+    fallbacks: int
+    t_upstream: float  # when the successful attempt started
+    body: dict[str, Any] | None = None
+    stream: UpstreamStream | ReplayStream | None = None
+    conv_state: dict[str, Any] = field(default_factory=dict)
+
+
+class OpenAIServing:
+    def __init__(
+        self,
+        *,
+        engine: RoutingEngine,
+        upstream: UpstreamClient,
+        health: BackendHealth,
+        replay: ReplayBackend,
+        accounting: Accounting,
+        store: StateStore,
+        metrics: Metrics,
+        settings: Settings,
+    ) -> None:
+        self.engine = engine
+        self.upstream = upstream
+        self.health = health
+        self.replay = replay
+        self.accounting = accounting
+        self.store = store
+        self.metrics = metrics
+        self.settings = settings
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # --- /v1/models
+    def models(self) -> ModelList:
+        now = int(time.time())
+        cards = [ModelCard(id=AUTO_MODELS[0], created=now, owned_by="junction", backend="router")]
+        for e in self.engine.pool.entries:
+            cards.append(
+                ModelCard(
+                    id=e.name,
+                    created=e.created,
+                    owned_by="junction",
+                    backend=e.backend.kind,
+                    pricing={
+                        "input_per_mtok": e.input_per_mtok,
+                        "output_per_mtok": e.output_per_mtok,
+                    },
+                )
+            )
+        return ModelList(data=cards)
+
+    # --- parsing
+    def prepare(
+        self, raw: bytes, headers: Mapping[str, str], principal: Principal, kind: Kind
+    ) -> Prepared:
+        t_start = time.perf_counter()
+        body = parse_json_object(raw)
+        req: ChatCompletionRequest | CompletionRequest
+        if kind == "chat":
+            req = ChatCompletionRequest.model_validate(body)
+            texts = [text_of(m.content) for m in req.messages]
+            users = [text_of(m.content) for m in req.messages if m.role == "user"]
+            prompt_text = users[-1] if users else texts[-1]
+            # Route on the last user turn plus a little of the one before ("commit it" after a
+            # coding turn should not look like small talk).
+            route_text = prompt_text
+            if len(users) > 1 and len(prompt_text) < 200:
+                route_text = users[-2][-300:] + "\n" + prompt_text
+            first = next((t for t in users), "")
+            conv_seed = (
+                (text_of(req.messages[0].content) if req.messages[0].role == "system" else "")
+                + "\0"
+                + first
+            )
+        else:
+            req = CompletionRequest.model_validate(body)
+            prompt = req.prompt
+            if isinstance(prompt, str):
+                prompt_text = prompt
+            elif prompt and isinstance(prompt[0], str):
+                prompt_text = "\n".join(str(p) for p in prompt)
+            else:
+                raise InvalidRequest("token-id prompts cannot be routed; send text", param="prompt")
+            texts, route_text, conv_seed = [prompt_text], prompt_text, ""
+        routing = routing_from_headers(req.routing, headers)
+        conv_id = (
+            (req.budget.conversation_id if req.budget else None)
+            or headers.get("x-conversation-id")
+            or headers.get("x-session-id")
+        )
+        if conv_id is None and kind == "chat" and conv_seed.strip("\0"):
+            # Implicit conversation identity: the first turn, which every later turn repeats.
+            conv_id = "h:" + hashlib.sha256(conv_seed.encode()).hexdigest()[:24]
+        total = req.budget.total_tokens if req.budget else None
+        if total is None and headers.get("x-junction-budget-tokens"):
+            try:
+                total = int(headers["x-junction-budget-tokens"])
+            except ValueError:
+                raise InvalidRequest("x-junction-budget-tokens must be an integer") from None
+        requested = req.max_completion_tokens or req.max_tokens
+        stream = bool(req.stream)
+        return Prepared(
+            kind=kind,
+            body=body,
+            model=req.model,
+            stream=stream,
+            include_usage=bool(stream and req.stream_options and req.stream_options.include_usage),
+            route_text=route_text,
+            prompt_text=prompt_text,
+            message_texts=texts,
+            prompt_tokens_est=sum(estimate_tokens(t) for t in texts),
+            routing=routing,
+            conv_key=f"conv:{principal.scope}:{conv_id}" if conv_id else None,
+            total_tokens=total,
+            max_tokens=requested,
+            request_id=headers.get("x-request-id") or uuid.uuid4().hex,
+            t_start=t_start,
+        )
+
+    # --- the request
+    async def create(
+        self, raw: bytes, headers: Mapping[str, str], principal: Principal, *, kind: Kind
+    ) -> Response:
+        prep = self.prepare(raw, headers, principal, kind)
+        state = (await self.store.get_json(prep.conv_key)) if prep.conv_key else None
+        state = state or {}
+        if prep.total_tokens is not None:
+            remaining = prep.total_tokens - int(state.get("tokens", 0))
+            if remaining <= 0:
+                raise BudgetExceeded(
+                    f"conversation token budget of {prep.total_tokens} is spent",
+                    code="conversation_budget_exceeded",
+                )
+            prep.max_tokens = min(prep.max_tokens or remaining, remaining)
+        order, decision = await self._choose(prep, state.get("model"))
+        pool = self.engine.pool
+        entries = [e for e in (pool.get(n) for n in order) if e is not None]
+        completion = prep.max_tokens or WORST_CASE_COMPLETION_TOKENS
+        worst = max((e.cost_usd(prep.prompt_tokens_est, completion) for e in entries), default=0.0)
+        reservation = await self.accounting.admit(principal, worst_cost_usd=worst)
+        try:
+            served = await self._attempt_all(prep, order, decision)
+        except BaseException:
+            await self.accounting.release(reservation)
+            raise
+        served.conv_state = state
+        if served.body is not None:
+            return await self._finish_json(prep, served, reservation)
+        return self._finish_stream(prep, served, reservation)
+
+    async def _choose(
+        self, prep: Prepared, sticky: str | None
+    ) -> tuple[list[str], Decision | None]:
+        pool = self.engine.pool
+        if prep.model not in AUTO_MODELS:
+            entry = pool.get(prep.model)
+            if entry is None:
+                raise ModelNotFound(
+                    f"model {prep.model!r} does not exist; GET /v1/models lists the models",
+                    param="model",
+                )
+            if entry.backend.kind == "replay" and not self.replay.available(
+                entry.backend.model or entry.name, prep.prompt_text
+            ):
+                raise ReplayMiss(
+                    f"{entry.name} is served by replay (its recorded answers to {entry.backend.dataset or 'its data set'}'s "
+                    "prompts) and has no recorded answer to this prompt",
+                    param="messages",
+                )
+            return [entry.name], None
+
+        def can_answer(e: PoolEntry) -> bool:
+            if e.backend.kind == "replay":
+                return self.replay.available(e.backend.model or e.name, prep.prompt_text)
+            return True
+
+        def usable(e: PoolEntry) -> bool:
+            return not self.health.cooling(e.name) and can_answer(e)
+
+        q = RouteQuery(
+            text=prep.route_text,
+            prompt_tokens=prep.prompt_tokens_est,
+            candidates=prep.routing.candidates,
+            lam=prep.routing.lambda_,
+            router=prep.routing.router,
+            sticky_model=sticky,
+            max_completion_tokens=prep.max_tokens,
+        )
+        try:
+            decision = await self.engine.decide(q, usable=usable)
+        except NoHealthyBackend:
+            # Everything is cooling down: try the one that recovers first rather than failing.
+            decision = await self.engine.decide(q, usable=can_answer)
+            soonest = self.health.order_usable([r.model for r in decision.ranked])
+            return soonest, decision
+        self.metrics.latency.labels(stage="embed").observe(decision.embed_ms / 1000)
+        self.metrics.latency.labels(stage="score").observe(decision.score_ms / 1000)
+        self.metrics.decisions.labels(model=decision.model, router=decision.router).inc()
+        fallbacks = self.engine.fallback_order(decision, decision.model)[:MAX_FALLBACKS]
+        return [decision.model, *fallbacks], decision
+
+    def _payload(self, prep: Prepared, entry: PoolEntry) -> dict[str, Any]:
+        payload = {k: v for k, v in prep.body.items() if k not in GATEWAY_FIELDS}
+        payload["model"] = entry.backend.model or entry.name
+        # One field upstream: llama.cpp ignores max_completion_tokens, vLLM accepts max_tokens.
+        payload.pop("max_completion_tokens", None)
+        if prep.max_tokens is not None:
+            payload["max_tokens"] = prep.max_tokens
+        if prep.stream:
+            # Always ask for usage: budgets and spend need the real numbers.
+            payload["stream_options"] = {
+                **(prep.body.get("stream_options") or {}),
+                "include_usage": True,
+            }
+        return payload
+
+    async def _attempt_all(
+        self, prep: Prepared, order: list[str], decision: Decision | None
+    ) -> Served:
+        pool = self.engine.pool
+        last: UpstreamFailure | None = None
+        for i, name in enumerate(order):
+            entry = pool.get(name)
+            if entry is None:
+                continue
+            for attempt in range(2):
+                t_up = time.perf_counter()
+                try:
+                    served = await self._attempt(prep, entry, decision, t_up)
+                except UpstreamFailure as f:
+                    last = f
+                    self.health.record_failure(name, f)
+                    self.metrics.upstream_errors.labels(model=name, kind=f.kind).inc()
+                    log.warning("upstream %s failed (%s): %s", name, f.kind, f.message)
+                    if f.client_error:
+                        raise InvalidRequest(
+                            f"{name} rejected the request: {f.message}",
+                            code="upstream_rejected",
+                        ) from None
+                    if attempt == 0 and self.health.retryable(f):
+                        self.metrics.retries.labels(model=name).inc()
+                        continue
+                    break
+                self.health.record_success(name)
+                served.fallbacks = i
+                if i:
+                    self.metrics.fallbacks.inc()
+                return served
+        self.metrics.cooling.set(len(self.health.cooling_models()))
+        if last is not None and last.kind == "timeout":
+            raise UpstreamTimeout(f"backend timed out: {last.message}")
+        if last is not None:
+            raise UpstreamError(
+                f"backend failed: {last.message}"
+                if last.status is None or last.status < 500
+                else f"backend answered {last.status}",
+                headers={"Retry-After": "5"},
+            )
+        raise NoHealthyBackend("no backend could serve the request", headers={"Retry-After": "5"})
+
+    async def _attempt(
+        self, prep: Prepared, entry: PoolEntry, decision: Decision | None, t_up: float
+    ) -> Served:
+        if entry.backend.kind == "replay":
+            answer = self.replay.lookup(entry.backend.model or entry.name, prep.prompt_text)
+            if answer is None:
+                raise UpstreamFailure("status", "no recorded answer", status=404)
+            ptoks = prep.prompt_tokens_est
+            if prep.stream:
+                s = self.replay.stream(entry, answer, chat=prep.kind == "chat", prompt_tokens=ptoks)
+                return Served(entry, decision, 0, t_up, stream=s)
+            body = self.replay.complete(
+                entry, answer, chat=prep.kind == "chat", prompt_tokens=ptoks
+            )
+            return Served(entry, decision, 0, t_up, body=body)
+        payload = self._payload(prep, entry)
+        if prep.stream:
+            stream = await self.upstream.open_stream(
+                entry.backend, prep.path, payload, request_id=prep.request_id
+            )
+            return Served(entry, decision, 0, t_up, stream=stream)
+        body = await self.upstream.post_json(
+            entry.backend, prep.path, payload, request_id=prep.request_id
+        )
+        return Served(entry, decision, 0, t_up, body=body)
+
+    # --- responses
+    def _headers(
+        self, prep: Prepared, s: Served, cost: float, overhead_ms: float
+    ) -> dict[str, str]:
+        h = {
+            "x-request-id": prep.request_id,
+            "x-junction-model": s.entry.name,
+            "x-junction-router": s.decision.router if s.decision else "none",
+            "x-junction-cost-usd": f"{cost:.8f}",
+            "x-junction-overhead-ms": f"{overhead_ms:.2f}",
+            "x-junction-fallbacks": str(s.fallbacks),
+            "x-junction-backend": s.entry.backend.kind,
+        }
+        if s.decision is not None:
+            r = s.decision.entry_for(s.entry.name)
+            if r is not None:
+                h["x-junction-p-correct"] = f"{r.p_correct:.4f}"
+            h["x-junction-lambda"] = repr(s.decision.lam)
+            h["x-junction-sticky"] = "true" if s.decision.sticky else "false"
+        if prep.total_tokens is not None:
+            used = int(s.conv_state.get("tokens", 0))
+            h["x-junction-budget-remaining"] = str(max(0, prep.total_tokens - used))
+        return h
+
+    async def _usage(
+        self, prep: Prepared, usage: Any, completion_texts: list[str]
+    ) -> dict[str, int]:
+        if isinstance(usage, dict) and isinstance(usage.get("completion_tokens"), int):
+            p = int(usage.get("prompt_tokens") or 0)
+            c = int(usage["completion_tokens"])
+            return {**usage, "prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
+        # The backend reported none (llama.cpp): count with the real tokenizer, off the loop.
+        p = await asyncio.to_thread(count_prompt_tokens, prep.message_texts)
+        c = (
+            sum(await asyncio.to_thread(count_tokens, ["".join(completion_texts)]))
+            if completion_texts
+            else 0
+        )
+        return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
+
+    async def _finish_json(self, prep: Prepared, s: Served, reservation: Reservation) -> Response:
+        body = s.body
+        assert body is not None
+        t_done = time.perf_counter()
+        texts = []
+        for ch in body.get("choices") or []:
+            if prep.kind == "chat":
+                texts.append(str((ch.get("message") or {}).get("content") or ""))
+            else:
+                texts.append(str(ch.get("text") or ""))
+        usage = await self._usage(prep, body.get("usage"), texts)
+        body["usage"] = usage
+        body["model"] = s.entry.name
+        cost = s.entry.cost_usd(usage["prompt_tokens"], usage["completion_tokens"])
+        upstream_s = t_done - s.t_upstream
+        overhead_ms = (time.perf_counter() - prep.t_start - upstream_s) * 1000
+        self.metrics.latency.labels(stage="upstream").observe(upstream_s)
+        await self._record(prep, s, reservation, usage, cost)
+        s.conv_state = {
+            **s.conv_state,
+            "tokens": int(s.conv_state.get("tokens", 0)) + usage["total_tokens"],
+        }
+        return JSONResponse(body, headers=self._headers(prep, s, cost, overhead_ms))
+
+    def _finish_stream(self, prep: Prepared, s: Served, reservation: Reservation) -> Response:
+        assert s.stream is not None
+        expected = (
+            s.decision.entry_for(s.entry.name).cost  # type: ignore[union-attr]
+            if s.decision is not None and s.decision.entry_for(s.entry.name)
+            else s.entry.cost_usd(
+                prep.prompt_tokens_est, prep.max_tokens or s.entry.mean_completion_tokens
+            )
+        )
+        overhead_ms = (s.t_upstream - prep.t_start) * 1000
+        self.metrics.latency.labels(stage="upstream").observe(time.perf_counter() - s.t_upstream)
+        headers = {**self._headers(prep, s, expected, overhead_ms), **SSE_HEADERS}
+        return StreamingResponse(
+            self._relay(prep, s, reservation), media_type="text/event-stream", headers=headers
+        )
+
+    async def _relay(
+        self, prep: Prepared, s: Served, reservation: Reservation
+    ) -> AsyncIterator[bytes]:
+        """Upstream events, one by one, in the spec's shape; our usage chunk; ``[DONE]``."""
+        assert s.stream is not None
+        served = s.entry.name
+        usage: Any = None
+        texts: list[str] = []
+        meta: dict[str, Any] = {"id": "chatcmpl-" + prep.request_id, "created": int(time.time())}
+        obj_name = "chat.completion.chunk" if prep.kind == "chat" else "text_completion"
+        failed = False
+        recorded = False
+        try:
+            async for data in s.stream:
+                if data == DONE:
+                    break
+                try:
+                    obj = json.loads(data)
+                except ValueError:
+                    continue  # not JSON: nothing a client could use
+                if not isinstance(obj, dict):
+                    continue
+                if "error" in obj or obj.get("object") == "error":
+                    failed = True
+                    msg = error_message(500, data.encode())
+                    yield _sse_error(f"{served} failed mid-stream: {msg}")
+                    break
+                meta["id"] = obj.get("id", meta["id"])
+                meta["created"] = obj.get("created", meta["created"])
+                if obj.get("usage"):
+                    usage = obj["usage"]
+                choices = obj.get("choices") or []
+                if not choices:
+                    continue  # an upstream usage-only chunk: ours comes last, in the spec shape
+                for ch in choices:
+                    if prep.kind == "chat":
+                        piece = (ch.get("delta") or {}).get("content")
+                    else:
+                        piece = ch.get("text")
+                    if piece:
+                        texts.append(piece)
+                obj["model"] = served
+                if prep.include_usage:
+                    obj["usage"] = None
+                else:
+                    obj.pop("usage", None)
+                yield b"data: " + json.dumps(obj, separators=(",", ":")).encode() + b"\n\n"
+            else:
+                if isinstance(s.stream, UpstreamStream):
+                    raise UpstreamFailure("cut", "backend closed the stream before [DONE]")
+        except UpstreamFailure as f:
+            failed = True
+            self.health.record_failure(served, f)
+            self.metrics.upstream_errors.labels(model=served, kind=f.kind).inc()
+            yield _sse_error(f"{served} stream failed: {f.message}")
+        finally:
+            await s.stream.aclose()
+            if not recorded:
+                u = usage if isinstance(usage, dict) else None
+                task = asyncio.create_task(
+                    self._record_stream(prep, s, reservation, u, list(texts))
+                )
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+        if not failed and prep.include_usage:
+            final = await self._usage(prep, usage, texts)
+            chunk = {
+                "id": meta["id"],
+                "object": obj_name,
+                "created": meta["created"],
+                "model": served,
+                "choices": [],
+                "usage": final,
+            }
+            yield b"data: " + json.dumps(chunk, separators=(",", ":")).encode() + b"\n\n"
+        yield b"data: [DONE]\n\n"
+
+    async def _record_stream(
+        self,
+        prep: Prepared,
+        s: Served,
+        reservation: Reservation,
+        usage: dict[str, Any] | None,
+        texts: list[str],
+    ) -> None:
+        try:
+            final = await self._usage(prep, usage, texts)
+            cost = s.entry.cost_usd(final["prompt_tokens"], final["completion_tokens"])
+            await self._record(prep, s, reservation, final, cost)
+        except Exception:
+            log.exception("could not record a streamed request")
+
+    async def _record(
+        self,
+        prep: Prepared,
+        s: Served,
+        reservation: Reservation,
+        usage: dict[str, Any],
+        cost: float,
+    ) -> None:
+        name = s.entry.name
+        self.metrics.tokens.labels(model=name, kind="prompt").inc(usage["prompt_tokens"])
+        self.metrics.tokens.labels(model=name, kind="completion").inc(usage["completion_tokens"])
+        self.metrics.cost.labels(model=name).inc(cost)
+        self.metrics.latency.labels(stage="total").observe(time.perf_counter() - prep.t_start)
+        await self.accounting.settle(reservation, cost_usd=cost, total_tokens=usage["total_tokens"])
+        if prep.conv_key:
+            state = {
+                "model": name,
+                "tokens": int(s.conv_state.get("tokens", 0)) + int(usage["total_tokens"]),
+                "turns": int(s.conv_state.get("turns", 0)) + 1,
+            }
+            await self.store.set_json(prep.conv_key, state, ttl_s=self.settings.conversation_ttl_s)
+
+    async def drain(self) -> None:
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def _sse_error(message: str) -> bytes:
+    body = {
+        "error": {
+            "message": message,
+            "type": "upstream_error",
+            "param": None,
+            "code": "upstream_error",
+        }
+    }
+    return b"data: " + json.dumps(body).encode() + b"\n\n"

@@ -1,0 +1,1 @@
+"""``POST /v1/route``: the routing decision alone, no backend call."""

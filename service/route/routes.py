@@ -1,0 +1,63 @@
+"""``POST /v1/route``: which model would answer, with every candidate's p_correct and cost."""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import APIRouter, Request
+
+from service.deps import ClientDep, ComponentsDep
+from service.openai.protocol import text_of
+from service.openai.serving import parse_json_object
+from service.route.protocol import CandidateScore, RouteRequest, RouteResponse
+from service.routing.engine import RouteQuery
+from service.tokens import estimate_tokens
+
+router = APIRouter(tags=["route"])
+
+
+@router.post(
+    "/v1/route",
+    openapi_extra={
+        "requestBody": {
+            "content": {"application/json": {"schema": RouteRequest.model_json_schema()}}
+        }
+    },
+)
+async def route(request: Request, c: ComponentsDep, principal: ClientDep) -> RouteResponse:  # noqa: ARG001
+    t0 = time.perf_counter()
+    req = RouteRequest.model_validate(parse_json_object(await request.body()))
+    if req.messages is not None:
+        users = [text_of(m.content) for m in req.messages if m.role == "user"]
+        text = users[-1] if users else text_of(req.messages[-1].content)
+        if len(users) > 1 and len(text) < 200:
+            text = users[-2][-300:] + "\n" + text
+        tokens = sum(estimate_tokens(text_of(m.content)) for m in req.messages)
+    else:
+        text = req.prompt or ""
+        tokens = estimate_tokens(text)
+    d = await c.engine.decide(
+        RouteQuery(
+            text=text,
+            prompt_tokens=tokens,
+            candidates=req.candidates,
+            lam=req.lambda_,
+            router=req.router,
+            max_completion_tokens=req.max_tokens,
+        )
+    )
+    c.metrics.latency.labels(stage="embed").observe(d.embed_ms / 1000)
+    c.metrics.latency.labels(stage="score").observe(d.score_ms / 1000)
+    return RouteResponse(
+        model=d.model,
+        router=d.router,
+        candidates=[
+            CandidateScore(model=r.model, p_correct=r.p_correct, cost=r.cost, utility=r.utility)
+            for r in d.ranked
+        ],
+        timings_ms={
+            "embed": d.embed_ms,
+            "score": d.score_ms,
+            "total": (time.perf_counter() - t0) * 1000,
+        },
+    )

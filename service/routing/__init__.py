@@ -1,0 +1,1 @@
+"""The routing engine: query embedding, model scoring, the decision, conversation stickiness."""

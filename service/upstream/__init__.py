@@ -1,0 +1,1 @@
+"""Talking to model backends: the pooled upstream client, backend health, the replay backend."""
