@@ -265,7 +265,7 @@ def _bench_encoder(args: argparse.Namespace) -> int:
     return 0
 
 
-def _bench_subparsers(
+def bench_subparsers(
     subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
 ) -> argparse._SubParsersAction[argparse.ArgumentParser]:
     """The ``bench`` group's subparsers, creating the group unless another component did."""
@@ -282,7 +282,7 @@ def _bench_subparsers(
 
 def register_bench(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``junction bench encoder`` under the top-level subcommands."""
-    p = _bench_subparsers(subparsers).add_parser(
+    p = bench_subparsers(subparsers).add_parser(
         "encoder", help="query-encoder latency and throughput: torch fp32/bf16 vs ONNX int8"
     )
     add_dataclass_args(p, EncoderBenchConfig)

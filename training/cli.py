@@ -28,8 +28,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     _register_train(subparsers)
     _register_eval(subparsers)
     from training.bench_encoder import register_bench
+    from training.bench_scoring import register_scoring_bench
 
     register_bench(subparsers)
+    register_scoring_bench(subparsers)
 
 
 def _register_train(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
