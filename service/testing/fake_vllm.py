@@ -209,8 +209,10 @@ class FakeVLLM:
             await resp.write(chunk({"role": "assistant", "content": ""}, None))
         for i, w in enumerate(words):
             if self.faults.cut_after_chunks is not None and i >= self.faults.cut_after_chunks:
+                # Let the client read what was sent, then cut the connection: no [DONE], no error.
+                await asyncio.sleep(0.2)
                 assert request.transport is not None
-                request.transport.close()  # a cut connection: no [DONE], no error
+                request.transport.close()
                 return resp
             if self.faults.error_after_chunks is not None and i >= self.faults.error_after_chunks:
                 err = {
