@@ -21,7 +21,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -267,7 +267,9 @@ class OpenAIServing:
         pool = self.engine.pool
         entries = [e for e in (pool.get(n) for n in order) if e is not None]
         completion = prep.max_tokens or WORST_CASE_COMPLETION_TOKENS
-        worst = max((e.cost_usd(prep.prompt_tokens_est, completion) for e in entries), default=0.0)
+        # The prompt estimate (4 chars a token) misses chat-template tokens: reserve generously.
+        prompt_worst = 2 * prep.prompt_tokens_est + 8 * len(prep.message_texts)
+        worst = max((e.cost_usd(prompt_worst, completion) for e in entries), default=0.0)
         reservation = await self.accounting.admit(principal, worst_cost_usd=worst)
         try:
             served = await self._attempt_all(prep, order, decision)
@@ -278,6 +280,21 @@ class OpenAIServing:
         if served.body is not None:
             return await self._finish_json(prep, served, reservation)
         return self._finish_stream(prep, served, reservation)
+
+    def filters(
+        self, prompt_text: str
+    ) -> tuple[Callable[[PoolEntry], bool], Callable[[PoolEntry], bool]]:
+        """(can answer this prompt, can answer it and is not cooling down)."""
+
+        def can_answer(e: PoolEntry) -> bool:
+            if e.backend.kind == "replay":
+                return self.replay.available(e.backend.model or e.name, prompt_text)
+            return True
+
+        def usable(e: PoolEntry) -> bool:
+            return not self.health.cooling(e.name) and can_answer(e)
+
+        return can_answer, usable
 
     async def _choose(
         self, prep: Prepared, sticky: str | None
@@ -300,13 +317,7 @@ class OpenAIServing:
                 )
             return [entry.name], None
 
-        def can_answer(e: PoolEntry) -> bool:
-            if e.backend.kind == "replay":
-                return self.replay.available(e.backend.model or e.name, prep.prompt_text)
-            return True
-
-        def usable(e: PoolEntry) -> bool:
-            return not self.health.cooling(e.name) and can_answer(e)
+        can_answer, usable = self.filters(prep.prompt_text)
 
         q = RouteQuery(
             text=prep.route_text,

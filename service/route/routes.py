@@ -29,13 +29,14 @@ async def route(request: Request, c: ComponentsDep, principal: ClientDep) -> Rou
     req = RouteRequest.model_validate(parse_json_object(await request.body()))
     if req.messages is not None:
         users = [text_of(m.content) for m in req.messages if m.role == "user"]
-        text = users[-1] if users else text_of(req.messages[-1].content)
+        text = prompt = users[-1] if users else text_of(req.messages[-1].content)
         if len(users) > 1 and len(text) < 200:
             text = users[-2][-300:] + "\n" + text
         tokens = sum(estimate_tokens(text_of(m.content)) for m in req.messages)
     else:
-        text = req.prompt or ""
+        text = prompt = req.prompt or ""
         tokens = estimate_tokens(text)
+    _, usable = c.openai.filters(prompt)
     d = await c.engine.decide(
         RouteQuery(
             text=text,
@@ -44,7 +45,8 @@ async def route(request: Request, c: ComponentsDep, principal: ClientDep) -> Rou
             lam=req.lambda_,
             router=req.router,
             max_completion_tokens=req.max_tokens,
-        )
+        ),
+        usable=usable,
     )
     c.metrics.latency.labels(stage="embed").observe(d.embed_ms / 1000)
     c.metrics.latency.labels(stage="score").observe(d.score_ms / 1000)

@@ -91,6 +91,10 @@ class Gateway:
     def c(self) -> Components:
         return self.app.state.components  # type: ignore[no-any-return]
 
+    def server_loop(self) -> Any:
+        """The gateway's event loop, for reading its state from a test."""
+        return self.c.embedder._worker.get_loop()  # type: ignore[union-attr]
+
     def admin(self, method: str, path: str, **kw: Any) -> httpx.Response:
         return self.client.request(method, path, headers={**ADMIN, **kw.pop("headers", {})}, **kw)
 
