@@ -94,3 +94,12 @@ def test_choose_with_default_needs_a_clear_gain():
     s = np.array([[1.0, 0.0], [0.0, 1.0]])
     margin, acc = tune_margin(p, cost, s, default=0)
     assert acc == 1.0 and 0.05 <= margin < 0.3
+
+
+def test_hull_auc_over_a_range():
+    from training.evaluation.metrics import hull_auc
+
+    hc, ha = np.array([1.0, 3.0]), np.array([0.5, 0.9])
+    # linear from 0.5 to 0.9 on [1, 3] -> mean 0.7; beyond 3 the hull is flat at 0.9
+    assert hull_auc(hc, ha, np.array([1.0, 3.0])) == pytest.approx(0.7, abs=1e-3)
+    assert hull_auc(hc, ha, np.array([3.0, 5.0])) == pytest.approx(0.9)

@@ -366,8 +366,9 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
     methods["oracle"] = MethodOutput(oracle.p_correct, oracle.cost_usd, predicts_correctness=False)
 
     # --- 1-3: correctness, routing, frontier ---------------------------------------------------
+    # A single model's accuracy counts an unevaluated test question as wrong, as routing does.
     singles = {
-        name: (float(np.nanmean(te.cost_usd[:, j])), float(np.nanmean(te.scores[:, j])))
+        name: (float(np.nanmean(te.cost_usd[:, j])), float(np.nan_to_num(te.scores[:, j]).mean()))
         for j, name in enumerate(te.models)
     }
     hull_c, hull_a = mt.upper_hull(
@@ -406,6 +407,7 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
             entry["frontier_auc"] = mt.normalised_auc(fc, fa)
             entry["frontier_cost_range"] = [float(fc.min()), float(fc.max())]
             entry["above_hull"] = mt.fraction_above_hull(fc, fa, hull_c, hull_a)
+            entry["hull_auc_same_range"] = mt.hull_auc(hull_c, hull_a, fc)
             if name not in ("best_single", "random", "constant"):
                 curves[name] = (fc.tolist(), fa.tolist())
         section[name] = entry
@@ -585,8 +587,8 @@ def render_summary(r: dict[str, Any]) -> str:
         "## 1-3. Correctness prediction, routing, accuracy-cost frontier (test split)",
         "",
         "| method | correctness acc | AUROC | log-loss | routing acc, argmax | routing acc, default+margin "
-        "(switch rate) | frontier AUC | above hull |",
-        "|---|---|---|---|---|---|---|---|",
+        "(switch rate) | frontier AUC | hull AUC, same range | above hull |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, m in r["methods"].items():
         hull = m.get("above_hull", {}).get("fraction")
@@ -595,7 +597,8 @@ def render_summary(r: dict[str, Any]) -> str:
         lines.append(
             f"| {name} | {_f(m.get('correctness_accuracy'))} | {_f(m.get('auroc'))} | "
             f"{_f(m.get('log_loss'))} | {_f(m.get('routing_accuracy'))} | {dm} | "
-            f"{_f(m.get('frontier_auc'))} | {'-' if hull is None else f'{hull:.0%}'} |"
+            f"{_f(m.get('frontier_auc'))} | {_f(m.get('hull_auc_same_range'))} | "
+            f"{'-' if hull is None else f'{hull:.0%}'} |"
         )
     lines += [
         "",
@@ -603,7 +606,8 @@ def render_summary(r: dict[str, Any]) -> str:
         "predicted correctness is higher by a margin tuned on the validation split.",
         "Frontier AUC is the normalised area, trapz(acc, cost) / (cost range), over 100 log-spaced "
         "lambdas; 'above hull' is the share of the router's cost range (within the single models' "
-        "hull) where its frontier is at or above the convex hull of the single models. "
+        "hull) where its frontier is at or above the convex hull of the single models; 'hull AUC, same range' is the "
+        "normalised AUC of that hull over the router's own cost range (clipped to the hull's). "
         "Plot: `frontier.png`.",
     ]
     if "sample_efficiency" in r:

@@ -157,6 +157,16 @@ def hull_accuracy(hull_cost: Array, hull_acc: Array, at_cost: Array) -> npt.NDAr
     return np.interp(at_cost, hull_cost, hull_acc, left=np.nan, right=float(hull_acc[-1]))
 
 
+def hull_auc(hull_cost: Array, hull_acc: Array, cost: Array, *, grid: int = 512) -> float:
+    """Normalised AUC of the single-model hull over the cost range of a frontier (clipped to the
+    hull's own lowest cost): what mixing single models achieves over the same budgets."""
+    lo, hi = max(float(np.min(cost)), float(hull_cost[0])), float(np.max(cost))
+    if hi <= lo:
+        return float("nan")
+    xs = np.linspace(lo, hi, grid)
+    return normalised_auc(xs, hull_accuracy(hull_cost, hull_acc, xs))
+
+
 def fraction_above_hull(
     cost: Array, acc: Array, hull_cost: Array, hull_acc: Array, *, grid: int = 512
 ) -> dict[str, float]:
