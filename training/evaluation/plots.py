@@ -38,7 +38,12 @@ def frontier_plot(
         ax.annotate(
             name, (c, a), fontsize=6, color="dimgrey", xytext=(2, 2), textcoords="offset points"
         )
-    ax.plot(hull[0], hull[1], ls="--", color="black", lw=1, label="single-model hull")
+    # The hull is linear in cost; sample it densely so it is drawn truly on the log axis.
+    import numpy as np
+
+    hc, ha = np.asarray(hull[0], dtype=float), np.asarray(hull[1], dtype=float)
+    xs = np.geomspace(hc[0], hc[-1], 200) if len(hc) > 1 and hc[0] > 0 else hc
+    ax.plot(xs, np.interp(xs, hc, ha), ls="--", color="black", lw=1, label="single-model hull")
     ax.set_xscale("log")
     ax.set_xlabel("mean cost per query (USD, log scale)")
     ax.set_ylabel("accuracy")
