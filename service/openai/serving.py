@@ -517,7 +517,6 @@ class OpenAIServing:
         meta: dict[str, Any] = {"id": "chatcmpl-" + prep.request_id, "created": int(time.time())}
         obj_name = "chat.completion.chunk" if prep.kind == "chat" else "text_completion"
         failed = False
-        recorded = False
         try:
             async for data in s.stream:
                 if data == DONE:
@@ -563,13 +562,11 @@ class OpenAIServing:
             yield _sse_error(f"{served} stream failed: {f.message}")
         finally:
             await s.stream.aclose()
-            if not recorded:
-                u = usage if isinstance(usage, dict) else None
-                task = asyncio.create_task(
-                    self._record_stream(prep, s, reservation, u, list(texts))
-                )
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+            # Recorded even when the client went away mid-stream (tokens were still spent).
+            u = usage if isinstance(usage, dict) else None
+            task = asyncio.create_task(self._record_stream(prep, s, reservation, u, list(texts)))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         if not failed and prep.include_usage:
             final = await self._usage(prep, usage, texts)
             chunk = {
