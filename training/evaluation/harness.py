@@ -347,13 +347,19 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
     routers["best_single"] = BestSingleRouter(tr)
     routers["random"] = RandomRouter(tr, seed=cfg.seed)
 
+    # LOCUS and MF predict correctness only. Their per-query cost comes from the learned cost head
+    # of the MLP router: realised cost is dominated by the completion's length, which varies per
+    # query, and a prompt-length cost model (kept in the report as "locus_prompt_cost") misses it.
+    cost_te_learned = routers["mlp"].predict(te.embeddings).cost_usd
     methods: dict[str, MethodOutput] = {
-        "locus": MethodOutput(locus.predict(Z, te.embeddings), cost_te),
-        "mf": MethodOutput(mf.predict(te.embeddings), cost_te),
+        "locus": MethodOutput(locus.predict(Z, te.embeddings), cost_te_learned),
+        "locus_prompt_cost": MethodOutput(locus.predict(Z, te.embeddings), cost_te),
+        "mf": MethodOutput(mf.predict(te.embeddings), cost_te_learned),
     }
-    cost_va = cost_model.predict(query_prompt_tokens(va))
+    cost_va = routers["mlp"].predict(va.embeddings).cost_usd
     val_p: dict[str, Array] = {
         "locus": locus.predict(Z, va.embeddings),
+        "locus_prompt_cost": locus.predict(Z, va.embeddings),
         "mf": mf.predict(va.embeddings),
         **{n: r.predict(va.embeddings).p_correct for n, r in routers.items()},
     }
