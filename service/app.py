@@ -249,6 +249,8 @@ def create_app(
             from service.pool import seed_default_pool
 
             await seed_default_pool(c)
+        for name, what in (await c.catalog.reembed_stale()).items():
+            log.warning("model %s: %s", name, what)
         if settings.smollm2_url:
             from service.llama_server import ALIAS
             from service.pool import onboard_live_model

@@ -27,7 +27,7 @@ from service.db.engine import Database
 from service.db.models import EvaluationRow, ModelRow, from_blob, to_blob
 from service.errors import Conflict, ModelNotFound, UnprocessableEntity
 from service.routing.registry import bump_version
-from service.routing.scoring import ModelEmbedder
+from service.routing.scoring import ModelEmbedder, embedder_id
 from service.state import StateStore
 
 Array = npt.NDArray[np.float32]
@@ -77,6 +77,7 @@ class Catalog:
         self.on_change = on_change
         self.min_evaluations = min_evaluations
         self.max_embed_evaluations = max_embed_evaluations
+        self.embedder_id = embedder_id(locus)
         self._lock = asyncio.Lock()
 
     async def embed_inputs(self, evals: Sequence[EvalInput]) -> Array:
@@ -133,7 +134,7 @@ class Catalog:
             mean_prompt_tokens=float(np.mean(ptoks)) if ptoks else 0.0,
             mean_completion_tokens=float(np.mean(ctoks)) if ctoks else 0.0,
             enabled=True,
-            meta={**spec.meta, "mean_score": float(y.mean())},
+            meta={**spec.meta, "mean_score": float(y.mean()), "embedder": self.embedder_id},
         )
         async with self.db.session() as s:
             s.add(row)
@@ -194,6 +195,7 @@ class Catalog:
                     # Re-embedding blends this base with embeddings of evaluations added later.
                     meta={
                         **spec.meta,
+                        "embedder": self.embedder_id,
                         "base_embedding": [float(v) for v in embedding],
                         "base_evaluations": num_evaluations,
                     },
@@ -236,7 +238,48 @@ class Catalog:
             await s.commit()
         await self.publish(version)
 
-    async def refresh_embeddings(self, names: Sequence[str]) -> dict[str, int]:
+    async def reembed_stale(self) -> dict[str, str]:
+        """Re-embed models embedded by other weights (a new LOCUS checkpoint); disable those
+        that cannot be re-embedded because no evaluations of them are stored."""
+        async with self.db.session() as s:
+            rows = (await s.execute(select(ModelRow))).scalars().all()
+            stale = [r.name for r in rows if (r.meta or {}).get("embedder") != self.embedder_id]
+            back = [
+                r.name for r in rows if r.name not in stale and (r.meta or {}).get("stale_disabled")
+            ]
+            counts = dict(
+                (
+                    await s.execute(
+                        select(EvaluationRow.model_name, func.count())
+                        .where(EvaluationRow.model_name.in_(stale))
+                        .group_by(EvaluationRow.model_name)
+                    )
+                ).all()
+            )
+        out: dict[str, str] = {}
+        redo = [n for n in stale if counts.get(n)]
+        if redo:
+            await self.refresh_embeddings(redo, fresh=True)
+            out.update(dict.fromkeys(redo, "re-embedded"))
+        for name in stale:
+            if name not in out:
+                async with self.db.session() as s:
+                    meta = dict((await self.get(s, name)).meta or {})
+                await self.update(
+                    name, {"enabled": False, "meta": {**meta, "stale_disabled": True}}
+                )
+                out[name] = "disabled: embedded by other weights, no stored evaluations"
+        for name in back:  # the weights that embedded it are loaded again
+            async with self.db.session() as s:
+                meta = dict((await self.get(s, name)).meta or {})
+            meta.pop("stale_disabled", None)
+            await self.update(name, {"enabled": True, "meta": meta})
+            out[name] = "enabled again: its embedding matches the loaded weights"
+        return out
+
+    async def refresh_embeddings(
+        self, names: Sequence[str], *, fresh: bool = False
+    ) -> dict[str, int]:
         """Re-embed registered models from their stored evaluations (one forward pass each)."""
         done: dict[str, int] = {}
         async with self._lock, self.db.session() as s:
@@ -267,11 +310,12 @@ class Catalog:
                 y = np.asarray([e[1] for e in evs], dtype=np.float32)
                 z = await self._embed(X, y)
                 meta = dict(row.meta or {})
-                base_n = int(meta.get("base_evaluations", 0))
+                base_n = 0 if fresh else int(meta.get("base_evaluations", 0))
                 if base_n and "base_embedding" in meta:
                     base = np.asarray(meta["base_embedding"], dtype=np.float32)
                     z = ((base_n * base + len(evs) * z) / (base_n + len(evs))).astype(np.float32)
                 row.embedding = to_blob(z)
+                row.meta = {**meta, "embedder": self.embedder_id}
                 row.num_evaluations = base_n + int(total)
                 done[row.name] = row.num_evaluations
             if done:

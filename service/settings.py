@@ -80,7 +80,9 @@ class Settings(BaseSettings):
     embed_cache_size: int = Field(default=4096, ge=0, description="LRU of query embeddings")
     embed_batch_max: int = Field(default=64, gt=0)
     embed_batch_wait_ms: float = Field(
-        default=1.0, ge=0, description="how long the micro-batcher waits to fill a batch"
+        default=0.0,
+        ge=0,
+        description="extra wait to fill a batch (0: batches form while the encoder is busy)",
     )
     default_lambda: float = Field(
         default=0.0, ge=0, description="utility = p_correct - lambda * cost_usd"

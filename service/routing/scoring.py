@@ -14,6 +14,7 @@ Usage::
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any, Protocol
 
 import numpy as np
@@ -33,6 +34,18 @@ class ModelEmbedder(Protocol):
     def embed(self, X: Any, y: Any) -> Array: ...
 
     def predict(self, Z: Any, X: Any) -> Array: ...
+
+
+def embedder_id(embedder: ModelEmbedder) -> str:
+    """Identifies the weights that made an embedding: a model embedded by other weights is stale."""
+    model = getattr(embedder, "model", None)
+    if model is not None and hasattr(model, "state_dict"):
+        h = hashlib.sha256()
+        for k, v in sorted(model.state_dict().items()):
+            h.update(k.encode())
+            h.update(v.detach().cpu().numpy().tobytes())
+        return "locus:" + h.hexdigest()[:16]
+    return f"{getattr(embedder, 'router_name', 'locus')}:{type(embedder).__name__}:{embedder.dim}"
 
 
 class Scorer(Protocol):
