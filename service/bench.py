@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 ADMIN = "bench-admin-token-0123456789"
+LITELLM_KEY = "sk-bench-litellm-master-key-0123456789abcdef"
 _VERBS = [
     "sort",
     "parse",
@@ -180,8 +181,11 @@ def _locus_checkpoint(folder: Path) -> Path:
 
 
 def _register(base: str, backend_url: str, n: int, seed: int) -> list[str]:
+    import logging
+
     import httpx
 
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     rng = random.Random(seed)
     names = []
     turns = chat_turns(32 * n, seed + 1)
@@ -219,7 +223,7 @@ def _litellm_proxy(
         "      model: openai/bench-model-0\n"
         f"      api_base: {backend_url}\n"
         "      api_key: none\n"
-        "general_settings:\n  disable_spend_logs: true\n"
+        f"general_settings:\n  master_key: {LITELLM_KEY}\n  disable_spend_logs: true\n"
         "litellm_settings:\n  drop_params: false\n  telemetry: false\n"
     )
     litellm = str(Path(python).parent / "litellm")
@@ -288,6 +292,8 @@ def run_gateway_bench(cfg: BenchConfig) -> dict[str, Any]:
                     "warning",
                 ],
                 env=env,
+                stdout=(folder / "gateway.log").open("wb"),
+                stderr=subprocess.STDOUT,
             )
         )
         base = f"http://127.0.0.1:{gport}"
@@ -362,7 +368,14 @@ def run_gateway_bench(cfg: BenchConfig) -> dict[str, Any]:
                 64,
                 auth,
             )
+            concrete64 = await _load(
+                base + "/v1/chat/completions",
+                [chat(names[0], next(sq)) for _ in range(n)],
+                64,
+                auth,
+            )
             out["throughput"]["direct@64"] = direct64
+            out["throughput"]["concrete@64"] = concrete64
             out["throughput"]["routed_distinct@64"] = routed64
             out["throughput"]["routed_working_set_256@64"] = cached64
             return out
@@ -382,15 +395,18 @@ def run_gateway_bench(cfg: BenchConfig) -> dict[str, Any]:
             lport = _free_port()
             procs.append(_litellm_proxy(cfg.litellm, backend, lport, cfg.workers, folder))
             lbase = f"http://127.0.0.1:{lport}"
-            _wait_http(lbase + "/health/liveliness", 300)
+            _wait_http(lbase + "/health/liveliness", 180)
 
             async def measure_litellm() -> dict[str, Any]:
                 url = lbase + "/v1/chat/completions"
-                await _load(url, [chat(names[0], "warm") for _ in range(50)], 4, {})
-                one = await _load(url, [chat(names[0], next(sq)) for _ in range(400)], 1, {})
-                many = await _load(url, [chat(names[0], next(sq)) for _ in range(n)], 64, {})
+                h = {"Authorization": f"Bearer {LITELLM_KEY}"}
+                await _load(url, [chat(names[0], "warm") for _ in range(50)], 4, h)
+                one = await _load(url, [chat(names[0], next(sq)) for _ in range(400)], 1, h)
+                many = await _load(url, [chat(names[0], next(sq)) for _ in range(n)], 64, h)
                 return {"litellm@1": one, "litellm@64": many}
 
+            sys.stdout.write(format_report(report) + "\nnow the same through LiteLLM ...\n")
+            sys.stdout.flush()
             lit = _run(measure_litellm())
             report["litellm"] = lit
             lit_over = lit["litellm@1"]["p50_ms"] - ov["direct@1"]["p50_ms"]
