@@ -67,6 +67,7 @@ def _serve(args: argparse.Namespace) -> int:
             workers=args.workers,
             loop="uvloop" if fast else "asyncio",
             http="httptools" if fast else "h11",
+            ws="none",  # no WebSocket endpoints
             log_level=args.log_level,
             access_log=args.access_log,
         )

@@ -148,6 +148,7 @@ def run_gateway(settings: Settings, **app_kw: Any) -> Iterator[Gateway]:
         lifespan="on",
         loop="asyncio",
         http="h11",
+        ws="none",
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
