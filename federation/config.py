@@ -1,0 +1,126 @@
+"""Knobs of a federated router run, one dataclass, read from Flower's run config.
+
+Flower passes ``[tool.flwr.app.config]`` (flat kebab-case keys, see ``pyproject.toml``) to both
+apps as ``context.run_config``; :meth:`FederationConfig.from_run_config` turns it into this class
+and validates it, so the ServerApp, the ClientApp and ``junction federate simulate`` share one
+definition. Defaults follow the federated-routing paper (NOTES.md (b)) where it gives them.
+
+Groups:
+- data: ``logs`` (a built-in data set or any evaluation-log file), ``clients``, ``alpha`` (task
+  Dirichlet), ``model-alpha`` (logging-policy Dirichlet), ``test-frac``, ``seed``;
+- router: ``router`` (mlp | kmeans) and its knobs;
+- FedAvg: ``rounds``, ``participation``, ``local-epochs``;
+- robustness: ``robust`` (none | clip | trimmed), ``clip-factor``, ``trim-frac``;
+- simulation-only fault injection: ``attack`` (none | scale100 | nan) on ``attack-client``.
+
+Usage::
+
+    cfg = FederationConfig.from_run_config(context.run_config)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+ROUTER_KINDS = ("mlp", "kmeans")
+ROBUST_MODES = ("none", "clip", "trimmed")
+ATTACKS = ("none", "scale100", "nan")
+
+
+@dataclass
+class FederationConfig:
+    """One federated run. Usage: ``FederationConfig(logs="mmlu_pro", router="kmeans")``."""
+
+    # data
+    logs: str = field(default="routerbench", metadata={"help": "data set name or log file"})
+    clients: int = field(default=10, metadata={"help": "number of clients (paper: 10)"})
+    alpha: float = field(default=0.6, metadata={"help": "Dirichlet alpha of tasks over clients"})
+    model_alpha: float = field(
+        default=0.45, metadata={"help": "Dirichlet alpha of each client's logging policy"}
+    )
+    test_frac: float = field(default=0.25, metadata={"help": "client-local test fraction"})
+    seed: int = field(default=0, metadata={"help": "seed of the partition and the training"})
+    models: str = field(
+        default="", metadata={"help": "comma-separated candidate models ('' = the log's)"}
+    )
+    # router
+    router: str = field(default="mlp", metadata={"help": "mlp or kmeans"})
+    hidden: int = field(default=256, metadata={"help": "MLP trunk width (paper: 512)"})
+    lr: float = field(default=1e-3, metadata={"help": "AdamW learning rate"})
+    batch_size: int = field(default=128, metadata={"help": "local batch size"})
+    k_local: int = field(default=15, metadata={"help": "K-means pass 1 clusters per client"})
+    k_global: int = field(default=20, metadata={"help": "K-means global clusters"})
+    # FedAvg
+    rounds: int = field(default=30, metadata={"help": "FedAvg rounds"})
+    participation: float = field(default=0.6, metadata={"help": "fraction of clients per round"})
+    local_epochs: int = field(default=1, metadata={"help": "local epochs per round"})
+    # model expansion
+    expand_model: str = field(
+        default="", metadata={"help": "a model left out of training, then added as a new head"}
+    )
+    expand_rounds: int = field(default=10, metadata={"help": "rounds training the new head"})
+    calibration_frac: float = field(
+        default=0.1, metadata={"help": "fraction of prompts labelled with the new model"}
+    )
+    # robustness
+    robust: str = field(default="clip", metadata={"help": "none, clip or trimmed"})
+    clip_factor: float = field(
+        default=2.0, metadata={"help": "clip update norms at this multiple of the round's median"}
+    )
+    trim_frac: float = field(default=0.2, metadata={"help": "trimmed-mean fraction per side"})
+    # fault injection (simulation only)
+    attack: str = field(default="none", metadata={"help": "none, scale100 or nan"})
+    attack_client: int = field(default=0, metadata={"help": "partition id of the attacker"})
+    # outputs
+    out_dir: str = field(default="", metadata={"help": "where the ServerApp saves the router"})
+    server_eval: bool = field(
+        default=False, metadata={"help": "server evaluates each round on the global test set"}
+    )
+
+    def __post_init__(self) -> None:
+        if self.router not in ROUTER_KINDS:
+            raise ValueError(f"router must be one of {ROUTER_KINDS}, not {self.router!r}")
+        if self.robust not in ROBUST_MODES:
+            raise ValueError(f"robust must be one of {ROBUST_MODES}, not {self.robust!r}")
+        if self.attack not in ATTACKS:
+            raise ValueError(f"attack must be one of {ATTACKS}, not {self.attack!r}")
+        if self.clients < 1 or self.rounds < 0 or self.local_epochs < 1:
+            raise ValueError("clients and local-epochs must be >= 1, rounds >= 0")
+        if not 0 < self.participation <= 1:
+            raise ValueError("participation must be in (0, 1]")
+        if self.alpha <= 0 or self.model_alpha <= 0:
+            raise ValueError("Dirichlet alphas must be > 0")
+        if not 0 < self.test_frac < 1:
+            raise ValueError("test-frac must be in (0, 1)")
+        if not 0 <= self.trim_frac < 0.5:
+            raise ValueError("trim-frac must be in [0, 0.5)")
+
+    @property
+    def model_list(self) -> list[str]:
+        return [m for m in self.models.split(",") if m]
+
+    @classmethod
+    def from_run_config(cls, run_config: Mapping[str, Any]) -> FederationConfig:
+        """From Flower's flat kebab-case run config; unknown keys are an error (typos)."""
+        known = {f.name: f for f in fields(cls)}
+        kwargs: dict[str, Any] = {}
+        for key, value in run_config.items():
+            name = key.replace("-", "_")
+            if name not in known:
+                raise KeyError(f"unknown run-config key {key!r} (known: {sorted(known)})")
+            default = known[name].default
+            if isinstance(default, bool):
+                kwargs[name] = value if isinstance(value, bool) else str(value).lower() == "true"
+            elif isinstance(default, int):
+                kwargs[name] = int(value)
+            elif isinstance(default, float):
+                kwargs[name] = float(value)
+            else:
+                kwargs[name] = str(value)
+        return cls(**kwargs)
+
+    def to_run_config(self) -> dict[str, bool | int | float | str]:
+        """The flat kebab-case form Flower's run config uses."""
+        return {f.name.replace("_", "-"): getattr(self, f.name) for f in fields(self)}

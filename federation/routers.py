@@ -1,0 +1,109 @@
+"""Routers that only make sense around federation: a client-local router restricted to the models
+its client has logged, and the personalised mixture of a federated and a local router.
+
+Personalisation (NOTES.md (b)): for each model, the client mixes the federated and its local
+estimator with weights inversely proportional to each one's mean absolute calibration error on the
+client's own data, separately for accuracy and cost (cost errors in log space). A model the
+client never logged takes the federated estimate alone.
+
+Usage::
+
+    mix = PersonalisedRouter.fit(fed_router, local_router, client.train)
+    out = mix.predict(X)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+from training.data.matrix import EvalMatrix
+from training.evaluation.metrics import LAMBDAS, frontier, normalised_auc
+from training.routers.base import Router, RouterOutput
+
+Array = npt.NDArray[np.float32]
+UNKNOWN_COST = 1e6  # a model a local router never saw: never worth its cost (the paper's code)
+
+
+class MaskedRouter:
+    """A router limited to ``known`` model indices: the rest get p = 0 and a prohibitive cost."""
+
+    def __init__(self, inner: Router, known: Sequence[int]) -> None:
+        self.inner = inner
+        self.name = f"{inner.name}-local"
+        self.models = list(inner.models)
+        self.known = np.zeros(len(self.models), dtype=bool)
+        self.known[list(known)] = True
+
+    def predict(self, X: Array) -> RouterOutput:
+        out = self.inner.predict(X)
+        p = np.where(self.known[None, :], out.p_correct, 0.0).astype(np.float32)
+        c = np.where(self.known[None, :], out.cost_usd, UNKNOWN_COST).astype(np.float32)
+        return RouterOutput(p, c)
+
+
+def calibration_errors(router: Router, data: EvalMatrix) -> tuple[Array, Array]:
+    """Per model: mean |p - score| and mean |log cost_pred - log cost| over the observed cells
+    (NaN where the model has none)."""
+    out = router.predict(data.embeddings)
+    obs = data.observed
+    n = obs.sum(0)
+    acc_err = np.where(obs, np.abs(out.p_correct - np.nan_to_num(data.scores)), 0.0).sum(0)
+    lc_true = np.log(np.maximum(np.nan_to_num(data.cost_usd, nan=1.0), 1e-12))
+    lc_pred = np.log(np.maximum(out.cost_usd, 1e-12))
+    cost_err = np.where(obs, np.abs(lc_pred - lc_true), 0.0).sum(0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (
+            np.where(n > 0, acc_err / n, np.nan).astype(np.float32),
+            np.where(n > 0, cost_err / n, np.nan).astype(np.float32),
+        )
+
+
+def inverse_error_weight(err_fed: Array, err_local: Array, eps: float = 1e-6) -> Array:
+    """Weight of the federated estimator: (1/e_f) / (1/e_f + 1/e_l); 1 where local has no data."""
+    w = (err_local + eps) / (err_fed + err_local + 2 * eps)
+    return np.where(np.isnan(err_local) | np.isnan(err_fed), 1.0, w).astype(np.float32)
+
+
+class PersonalisedRouter:
+    """Per-model mixture of a federated and a local router (weights for accuracy and for cost)."""
+
+    name = "personalised"
+
+    def __init__(self, federated: Router, local: Router, w_acc: Array, w_cost: Array) -> None:
+        if list(federated.models) != list(local.models):
+            raise ValueError("the federated and local routers must score the same models")
+        self.federated, self.local = federated, local
+        self.models = list(federated.models)
+        self.w_acc, self.w_cost = w_acc.astype(np.float32), w_cost.astype(np.float32)
+
+    @classmethod
+    def fit(cls, federated: Router, local: Router, data: EvalMatrix) -> PersonalisedRouter:
+        fa, fc = calibration_errors(federated, data)
+        la, lc = calibration_errors(local, data)
+        return cls(federated, local, inverse_error_weight(fa, la), inverse_error_weight(fc, lc))
+
+    def predict(self, X: Array) -> RouterOutput:
+        f, loc = self.federated.predict(X), self.local.predict(X)
+        # Where the local router does not know a model its weight is 0 (w = 1 above), so its
+        # prohibitive placeholder cost never enters; mix costs in log space.
+        p = self.w_acc * f.p_correct + (1 - self.w_acc) * loc.p_correct
+        lf = np.log(np.maximum(f.cost_usd, 1e-12))
+        ll = np.log(np.maximum(np.minimum(loc.cost_usd, UNKNOWN_COST), 1e-12))
+        c = np.exp(self.w_cost * lf + (1 - self.w_cost) * ll)
+        return RouterOutput(p.astype(np.float32), c.astype(np.float32))
+
+
+def router_curve(
+    router: Router, data: EvalMatrix
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """The realised (mean cost, accuracy) frontier over the paper's lambda grid."""
+    out = router.predict(data.embeddings)
+    return frontier(out.p_correct, out.cost_usd, data.scores, data.cost_usd, LAMBDAS)
+
+
+def router_auc(router: Router, data: EvalMatrix) -> float:
+    """Normalised frontier AUC of a router on a fully labelled test matrix."""
+    return normalised_auc(*router_curve(router, data))

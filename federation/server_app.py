@@ -1,0 +1,328 @@
+"""The Flower ServerApp: federated training of the MLP router (FedAvg) or the K-means router
+(two passes), saved as a self-describing router checkpoint in ``out-dir``.
+
+Flow:
+1. ``query.hello`` to every client: client ids (for reproducible sampling) and log-cost moments.
+2. MLP: Flower's ``Strategy.start`` with :class:`~federation.strategy.RouterFedAvg` for
+   ``rounds`` rounds. With ``expand-model`` set, that model is left out first and then added:
+   a new head, trained alone for ``expand-rounds`` rounds on the clients' calibration rows.
+   K-means: ``query.centroids`` (local K-means), weighted global K-means on the pooled centres,
+   ``query.cells`` (per-(cluster, model) sums), aggregated by counts.
+3. ``out-dir/router.pt`` (and ``router_base.pt`` before an expansion), ``out-dir/history.json``.
+
+Usage (what ``pyproject.toml`` points Flower at)::
+
+    serverapp = "federation.server_app:app"
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.serverapp import Grid, ServerApp
+
+from federation.client_app import arrays_of, num, record_of
+from federation.config import FederationConfig
+from federation.data_source import experiment_partition, federation_models
+from federation.local import net_arrays, pooled_moments
+from federation.partition import global_test
+from federation.routers import router_auc
+from federation.strategy import RouterFedAvg
+from training.routers.kmeans import KMeansConfig, KMeansRouter, global_centres
+from training.routers.mlp import MLPConfig, MLPRouter, MLPRouterNet
+
+log = logging.getLogger(__name__)
+
+RoundHook = Callable[[str, int, float | None], None]
+
+
+def ask(
+    grid: Grid,
+    nodes: list[int],
+    action: str,
+    config: ConfigRecord,
+    arrays: ArrayRecord | None = None,
+    timeout: float = 600,
+) -> list[Message]:
+    """Send one query to each node and return the replies without errors (errors are logged)."""
+    content: dict[str, Any] = {"config": config}
+    if arrays is not None:
+        content["arrays"] = arrays
+    msgs = [
+        Message(content=RecordDict(content), message_type=f"query.{action}", dst_node_id=n)
+        for n in nodes
+    ]
+    out = []
+    for r in grid.send_and_receive(msgs, timeout=timeout):
+        if r.has_error():
+            log.warning("%s: node %d failed: %s", action, r.metadata.src_node_id, r.error.reason)
+        else:
+            out.append(r)
+    return out
+
+
+def wait_for_nodes(grid: Grid, n: int, timeout: float = 120) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while len(nodes := sorted(grid.get_node_ids())) < n:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"only {len(nodes)} of {n} clients connected in {timeout:.0f} s")
+        time.sleep(0.5)
+    return nodes
+
+
+class FederatedRun:
+    """One ServerApp run: everything it learns and records. Usage: ``FederatedRun(cfg).run(grid)``."""
+
+    def __init__(self, cfg: FederationConfig, *, on_round: RoundHook | None = None) -> None:
+        self.cfg = cfg
+        self.on_round = on_round
+        self.history: dict[str, Any] = {"rounds": [], "config": asdict(cfg)}
+        self.routers: dict[str, Any] = {}
+        self._eval: Any = None
+
+    # ---- helpers
+    def _server_auc(self, router: Any) -> float | None:
+        if not self.cfg.server_eval:
+            return None
+        if self._eval is None:  # the experimenter's global test set (simulation only)
+            self._eval = global_test(experiment_partition(self.cfg))
+        test = self._eval
+        if list(router.models) != list(test.models):
+            test = test.select_models(list(router.models))
+        return router_auc(router, test)
+
+    def _hook(self, stage: str, rnd: int, auc: float | None) -> None:
+        if self.on_round is not None:
+            self.on_round(stage, rnd, auc)
+
+    def run(self, grid: Grid) -> dict[str, Any]:
+        cfg = self.cfg
+        all_models = federation_models(cfg)
+        expand = cfg.expand_model
+        if expand and expand not in all_models:
+            raise ValueError(f"expand-model {expand!r} is not among the models {all_models}")
+        models = [m for m in all_models if m != expand] if expand else all_models
+        nodes = wait_for_nodes(grid, cfg.clients)
+        hello = ask(grid, nodes, "hello", ConfigRecord({"models": models}))
+        if len(hello) < len(nodes):
+            raise RuntimeError(f"{len(nodes) - len(hello)} client(s) failed to start")
+        clients = {
+            r.metadata.src_node_id: int(num(r.content.metric_records["metrics"], "client"))
+            for r in hello
+        }
+        self.history["clients"] = sorted(clients.values())
+        if cfg.router == "mlp":
+            m = [r.content.metric_records["metrics"] for r in hello]
+            mu, sigma = pooled_moments(
+                [(num(x, "cost-n"), num(x, "cost-sum"), num(x, "cost-sum2")) for x in m]
+            )
+            mlp = self._mlp(grid, clients, models, mu, sigma)
+            if expand:
+                self.routers["base"] = mlp
+                mlp = self._expand(grid, clients, mlp, expand)
+            self.routers["final"] = mlp
+        else:
+            self.routers["final"] = self._kmeans(grid, list(clients), models)
+        return self.history
+
+    # ---- MLP
+    def _mlp_conf(self, router: MLPRouter, **extra: Any) -> ConfigRecord:
+        return ConfigRecord(
+            {
+                "models": list(router.models),
+                "mlp-config": json.dumps(asdict(router.cfg)),
+                "cost-mu": router.cost_mu,
+                "cost-sigma": router.cost_sigma,
+                **extra,
+            }
+        )
+
+    def _fedavg(
+        self,
+        grid: Grid,
+        clients: Mapping[int, int],
+        router: MLPRouter,
+        rounds: int,
+        stage: str,
+        **extra: Any,
+    ) -> MLPRouter:
+        cfg = self.cfg
+        strategy = RouterFedAvg(cfg, clients=clients, num_rounds=rounds)
+
+        def evaluate_fn(rnd: int, arrays: ArrayRecord) -> MetricRecord | None:
+            router.net.load_state_dict(
+                {k: torch.as_tensor(v) for k, v in arrays_of(arrays).items()}
+            )
+            auc = self._server_auc(router)
+            self.history["rounds"].append({"stage": stage, "round": rnd, "auc": auc})
+            self._hook(stage, rnd, auc)
+            return MetricRecord({"auc": auc}) if auc is not None else None
+
+        conf = self._mlp_conf(router, **extra)
+        result = strategy.start(
+            grid,
+            record_of(net_arrays(router.net)),
+            num_rounds=rounds,
+            train_config=conf,
+            evaluate_config=self._mlp_conf(router, **extra),
+            evaluate_fn=evaluate_fn,
+        )
+        router.net.load_state_dict(
+            {k: torch.as_tensor(v) for k, v in arrays_of(result.arrays).items()}
+        )
+        self.history.setdefault("aggregation", {})[stage] = strategy.history
+        self.history.setdefault("client_auc", {})[stage] = {
+            str(k): v for k, v in sorted(strategy.client_auc.items())
+        }
+        return router
+
+    def _mlp(
+        self, grid: Grid, clients: Mapping[int, int], models: list[str], mu: float, sigma: float
+    ) -> MLPRouter:
+        cfg = self.cfg
+        mcfg = MLPConfig(hidden=cfg.hidden, lr=cfg.lr, batch_size=cfg.batch_size, seed=cfg.seed)
+        torch.manual_seed(cfg.seed)
+        router = MLPRouter(MLPRouterNet(mcfg, len(models)), mcfg, models, mu, sigma)
+        return self._fedavg(grid, clients, router, cfg.rounds, "train")
+
+    def _expand(
+        self, grid: Grid, clients: Mapping[int, int], base: MLPRouter, model: str
+    ) -> MLPRouter:
+        """Model expansion: append a head for ``model`` and train only that head."""
+        net = MLPRouterNet(base.cfg, len(base.models))
+        net.load_state_dict(base.net.state_dict())
+        idx = net.add_head()
+        router = MLPRouter(net, base.cfg, [*base.models, model], base.cost_mu, base.cost_sigma)
+        return self._fedavg(
+            grid,
+            clients,
+            router,
+            self.cfg.expand_rounds,
+            "expand",
+            **{"only-model": idx, "calibration-frac": self.cfg.calibration_frac},
+        )
+
+    # ---- K-means
+    def _kmeans(self, grid: Grid, nodes: list[int], models: list[str]) -> KMeansRouter:
+        cfg = self.cfg
+        conf = ConfigRecord({"models": models})
+        pass1 = ask(grid, nodes, "centroids", conf)
+        cents, counts = [], []
+        for r in pass1:
+            a = arrays_of(r.content.array_records["arrays"])
+            c, n = a.get("centres"), a.get("counts")
+            if c is None or n is None or c.ndim != 2 or len(c) != len(n):
+                log.warning("rejected pass-1 reply of node %d: malformed", r.metadata.src_node_id)
+                continue
+            if not (np.all(np.isfinite(c)) and np.all(np.isfinite(n)) and np.all(n >= 0)):
+                log.warning("rejected pass-1 reply of node %d: non-finite", r.metadata.src_node_id)
+                continue
+            cents.append(c)
+            counts.append(n)
+        if not cents:
+            raise RuntimeError("no usable K-means pass-1 replies")
+        centres = global_centres(
+            np.concatenate(cents), np.concatenate(counts), cfg.k_global, seed=cfg.seed
+        )
+        self._hook("kmeans-pass1", 1, None)
+        pass2 = ask(grid, nodes, "cells", conf, arrays=record_of({"centres": centres}))
+        shape = (len(centres), len(models))
+        stats: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]] = []
+        rejected: dict[str, str] = {}
+        for r in pass2:
+            client = str(int(num(r.content.metric_records["metrics"], "client")))
+            a = arrays_of(r.content.array_records["arrays"])
+            parts = [a.get("sum-acc"), a.get("sum-cost"), a.get("counts")]
+            if any(p is None or p.shape != shape for p in parts):
+                rejected[client] = f"cell tables must have shape {shape}"
+            elif not all(np.all(np.isfinite(p)) for p in parts):  # type: ignore[arg-type]
+                rejected[client] = "non-finite cell statistics"
+            elif np.any(parts[2] < 0):  # type: ignore[operator]
+                rejected[client] = "negative counts"
+            else:
+                stats.append((client, *parts))  # type: ignore[arg-type]
+                continue
+            log.warning("rejected the cell statistics of client %s: %s", client, rejected[client])
+        clipped = self._clip_cells(stats) if cfg.robust != "none" else {}
+        sum_acc = sum(s[1] for s in stats)
+        sum_cost = sum(s[2] for s in stats)
+        cnt = sum(s[3] for s in stats)
+        router = KMeansRouter.from_stats(
+            KMeansConfig(k=len(centres), seed=cfg.seed),
+            models,
+            centres,
+            np.asarray(sum_acc),
+            np.asarray(sum_cost),
+            np.asarray(cnt),
+        )
+        auc = self._server_auc(router)
+        self.history["rounds"].append({"stage": "kmeans", "round": 2, "auc": auc})
+        self.history["aggregation"] = {"kmeans": [{"rejected": rejected, "clipped": clipped}]}
+        self._hook("kmeans-pass2", 2, auc)
+        return router
+
+    def _clip_cells(
+        self, stats: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]
+    ) -> dict[str, float]:
+        """Cap each client's total count at clip-factor x the median, scaling its sums alike."""
+        if len(stats) < 2:
+            return {}
+        totals = np.array([s[3].sum() for s in stats])
+        bound = self.cfg.clip_factor * float(np.median(totals))
+        out: dict[str, float] = {}
+        for i, (client, a, c, n) in enumerate(stats):
+            if totals[i] > bound > 0:
+                f = bound / totals[i]
+                stats[i] = (client, a * f, c * f, n * f)
+                out[client] = float(f)
+                log.info("clipped the cell statistics of client %s by %.3g", client, f)
+        return out
+
+    def save(self, out_dir: str | Path) -> Path:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        for name, router in self.routers.items():
+            router.metrics = {"federated": 1.0}
+            router.save(out / ("router.pt" if name == "final" else f"router_{name}.pt"))
+        (out / "history.json").write_text(json.dumps(self.history, indent=2, default=str))
+        return out / "router.pt"
+
+
+def make_server_app(
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    on_round: RoundHook | None = None,
+    sink: dict[str, Any] | None = None,
+) -> ServerApp:
+    """A ServerApp whose run config is ``context.run_config`` updated with ``overrides``.
+
+    ``sink`` (in-process simulation only) receives the :class:`FederatedRun`.
+    """
+    app = ServerApp()
+    extra = dict(overrides or {})
+
+    @app.main()
+    def main(grid: Grid, context: Context) -> None:
+        torch.set_num_threads(1)
+        cfg = FederationConfig.from_run_config({**context.run_config, **extra})
+        run = FederatedRun(cfg, on_round=on_round)
+        run.run(grid)
+        if cfg.out_dir:
+            path = run.save(cfg.out_dir)
+            log.info("saved the federated %s router to %s", cfg.router, path)
+        if sink is not None:
+            sink["run"] = run
+
+    return app
+
+
+app = make_server_app()
