@@ -1,7 +1,8 @@
 """The paper's client partition of an evaluation matrix (NOTES.md (b), "Data and metrics").
 
-1. Queries are split across clients by task: for each task label (MMLU-Pro category, RouterBench
-   task name, or a log's ``category``), client shares ~ Dirichlet(alpha) (paper: 0.6).
+1. Queries are split across clients by task (MMLU-Pro category, RouterBench task name, or a
+   log's ``category``): each client's task mixture ~ Dirichlet(alpha) (paper: 0.6; 0.03 for
+   extreme heterogeneity), see :func:`split_by_task`.
 2. Each client splits its queries 75/25 into train and test.
 3. Each client has a logging policy over models ~ Dirichlet(model_alpha) (paper: 0.45); every
    training query keeps the score and cost of one model drawn from that policy (among the models
@@ -26,6 +27,7 @@ import numpy as np
 import numpy.typing as npt
 
 from training.data.matrix import EvalMatrix
+from training.data.schema import EvalRow
 
 
 @dataclass(frozen=True)
@@ -55,25 +57,27 @@ def split_by_task(
     min_size: int = 10,
     max_tries: int = 100,
 ) -> list[npt.NDArray[np.int64]]:
-    """Query indices per client: each task's queries divided by Dirichlet(alpha) shares.
+    """Query indices per client, skewed by task.
 
-    Draws are repeated until every client holds at least ``min_size`` queries (the usual guard in
-    Dirichlet partitions, so no client is empty); the last draw is used if none qualifies.
+    Each client draws a task mixture q_i ~ Dirichlet(alpha) over the task labels; a query of task
+    t goes to client i with probability q_i[t] / sum_j q_j[t]. Small alpha gives each client one
+    or two tasks (alpha = 0.03 is the paper's extreme case) while every client still gets data,
+    which a per-task split over clients cannot promise with fewer tasks than clients. Draws are
+    repeated until every client holds at least ``min_size`` queries (the last draw is kept if
+    none qualifies).
     """
-    labels = np.unique(tasks)
-    parts: list[list[int]] = []
+    labels, inv = np.unique(tasks, return_inverse=True)
+    owner = np.zeros(len(tasks), dtype=np.int64)
     for _ in range(max_tries):
-        parts = [[] for _ in range(clients)]
-        for t in labels:
-            idx = np.flatnonzero(tasks == t)
-            idx = idx[rng.permutation(len(idx))]
-            shares = rng.dirichlet(np.full(clients, alpha))
-            cuts = (np.cumsum(shares)[:-1] * len(idx)).astype(int)
-            for c, chunk in enumerate(np.split(idx, cuts)):
-                parts[c].extend(chunk.tolist())
-        if min(len(p) for p in parts) >= min_size:
+        q = rng.dirichlet(np.full(len(labels), alpha), size=clients)  # [clients, T]
+        q = np.maximum(q, 1e-300)
+        share = q / q.sum(axis=0, keepdims=True)  # [clients, T]: P(client | task)
+        cum = np.cumsum(share[:, inv], axis=0)  # [clients, Q]
+        u = rng.random(len(tasks))
+        owner = np.minimum((u[None, :] > cum).sum(axis=0), clients - 1)
+        if np.bincount(owner, minlength=clients).min() >= min_size:
             break
-    return [np.sort(np.asarray(p, dtype=np.int64)) for p in parts]
+    return [np.flatnonzero(owner == c).astype(np.int64) for c in range(clients)]
 
 
 def log_one_model(
@@ -160,3 +164,24 @@ def global_test(parts: list[ClientData]) -> EvalMatrix:
 def pooled_train(parts: list[ClientData]) -> EvalMatrix:
     """What a centralised router would see: every client's logged training cells."""
     return concat([p.train for p in parts], "pooled-train")
+
+
+def to_rows(m: EvalMatrix, *, client_id: str | None = None) -> list[EvalRow]:
+    """The observed cells of a matrix as evaluation-log rows (embeddings included), e.g. to give
+    each client of an experiment its own log file."""
+    q, j = np.nonzero(m.observed)
+    return [
+        EvalRow(
+            query_id=str(m.query_ids[i]),
+            model=m.models[k],
+            score=float(m.scores[i, k]),
+            prompt_tokens=int(np.nan_to_num(m.prompt_tokens[i, k])),
+            completion_tokens=int(np.nan_to_num(m.completion_tokens[i, k])),
+            query=m.queries[i] or None,
+            embedding=tuple(float(x) for x in m.embeddings[i]),
+            cost_usd=float(m.cost_usd[i, k]),
+            category=str(m.categories[i]) or None,
+            client_id=client_id,
+        )
+        for i, k in zip(q.tolist(), j.tolist(), strict=True)
+    ]

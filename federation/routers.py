@@ -4,7 +4,11 @@ its client has logged, and the personalised mixture of a federated and a local r
 Personalisation (NOTES.md (b)): for each model, the client mixes the federated and its local
 estimator with weights inversely proportional to each one's mean absolute calibration error on the
 client's own data, separately for accuracy and cost (cost errors in log space). A model the
-client never logged takes the federated estimate alone.
+client never logged takes the federated estimate alone. The paper measures the errors on the
+training points; a local router fitted to those same points looks better there than it is, so
+:meth:`PersonalisedRouter.fit` takes the data to measure on, and ``simulate.py`` passes rows the
+local estimator did not train on (a held-out quarter of the client's training rows, with a local
+router refitted without them).
 
 Usage::
 
@@ -80,9 +84,18 @@ class PersonalisedRouter:
         self.w_acc, self.w_cost = w_acc.astype(np.float32), w_cost.astype(np.float32)
 
     @classmethod
-    def fit(cls, federated: Router, local: Router, data: EvalMatrix) -> PersonalisedRouter:
+    def fit(
+        cls,
+        federated: Router,
+        local: Router,
+        data: EvalMatrix,
+        *,
+        local_for_errors: Router | None = None,
+    ) -> PersonalisedRouter:
+        """Weights from errors on ``data``; ``local_for_errors`` (default ``local``) is the local
+        estimator whose errors are measured, e.g. one trained without ``data``."""
         fa, fc = calibration_errors(federated, data)
-        la, lc = calibration_errors(local, data)
+        la, lc = calibration_errors(local_for_errors or local, data)
         return cls(federated, local, inverse_error_weight(fa, la), inverse_error_weight(fc, lc))
 
     def predict(self, X: Array) -> RouterOutput:
