@@ -103,6 +103,25 @@ def routing_accuracy(p: Array, scores: Array) -> float:
     return realised(np.argmax(np.asarray(p), axis=1), scores, np.zeros_like(scores))[0]
 
 
+def routing_accuracy_observed(p: Array, scores: Array) -> float:
+    """Routing among the models evaluated on each query (for sparse logs); mean score of the pick."""
+    seen = ~np.isnan(scores)
+    rows = seen.any(axis=1)
+    pick = np.where(seen, p, -np.inf)[rows].argmax(axis=1)
+    return float(np.mean(np.asarray(scores)[rows][np.arange(len(pick)), pick]))
+
+
+def best_single_accuracy(scores: Array) -> float:
+    """Mean score of the single model that is best over its observed cells."""
+    return float(np.nanmax(np.nanmean(scores, axis=0)))
+
+
+def oracle_accuracy(scores: Array) -> float:
+    """Fraction of queries (with any evaluation) that at least one model answered correctly."""
+    rows = (~np.isnan(scores)).any(axis=1)
+    return float(np.mean(np.nanmax(np.asarray(scores)[rows], axis=1) >= 0.5))
+
+
 def frontier(
     p: Array, cost_pred: Array, scores: Array, costs: Array, lambdas: Array = LAMBDAS
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:

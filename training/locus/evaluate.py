@@ -12,14 +12,14 @@ import numpy as np
 import numpy.typing as npt
 
 from training.data.matrix import EvalMatrix
-from training.locus.infer import LocusEmbedder
-from training.locus.metrics import (
-    bce,
+from training.evaluation.metrics import (
     best_single_accuracy,
     correctness_accuracy,
+    log_loss,
     oracle_accuracy,
-    routing_accuracy,
+    routing_accuracy_observed,
 )
+from training.locus.infer import LocusEmbedder
 
 
 def embed_models(embedder: LocusEmbedder, matrix: EvalMatrix) -> npt.NDArray[np.float32]:
@@ -37,8 +37,8 @@ def evaluate_predictions(
     """Correctness accuracy / BCE over observed cells, routing accuracy and its reference points."""
     return {
         "acc": correctness_accuracy(p, scores),
-        "bce": bce(p, scores),
-        "route": routing_accuracy(p, scores),
+        "bce": log_loss(p, scores),
+        "route": routing_accuracy_observed(p, scores),
         "best_single": best_single_accuracy(scores),
         "oracle": oracle_accuracy(scores),
     }
