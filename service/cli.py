@@ -18,7 +18,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 # Modules that contribute subcommands, in the order they appear in --help.
-COMMAND_MODULES = ("training.cli", "service.commands", "federation.cli")
+COMMAND_MODULES = ("training.cli", "service.commands", "federation.cli", "budget_controller.cli")
 
 Handler = Callable[[argparse.Namespace], int]
 
