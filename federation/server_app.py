@@ -216,6 +216,8 @@ class FederatedRun:
         cfg = self.cfg
         conf = ConfigRecord({"models": models})
         pass1 = ask(grid, nodes, "centroids", conf)
+        # Pool in client order: reply order varies, and K-means on the pool depends on it.
+        pass1.sort(key=lambda r: num(r.content.metric_records["metrics"], "client"))
         cents, counts = [], []
         for r in pass1:
             a = arrays_of(r.content.array_records["arrays"])
@@ -252,6 +254,7 @@ class FederatedRun:
                 stats.append((client, *parts))  # type: ignore[arg-type]
                 continue
             log.warning("rejected the cell statistics of client %s: %s", client, rejected[client])
+        stats.sort(key=lambda s: int(s[0]))  # reply order varies; sums must not
         clipped = self._clip_cells(stats) if cfg.robust != "none" else {}
         sum_acc = sum(s[1] for s in stats)
         sum_cost = sum(s[2] for s in stats)

@@ -89,6 +89,7 @@ class RouterFedAvg(FedAvg):
             arrays = arrays_of(recs["arrays"]) if "arrays" in recs else {}
             updates.append(Update(client=str(client), arrays=arrays, group_rows=rows))
             losses.append(num(m, "loss"))
+        updates.sort(key=lambda u: int(u.client))  # reply order varies; sums must not
         new, report = aggregate(
             self._global,
             updates,

@@ -1,0 +1,123 @@
+"""Real Flower Simulation Engine runs: orderings over seeds, K-means two-pass arithmetic,
+robust aggregation under attack, model expansion. No mocks: the Flower apps in federation/."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from federation.data_source import experiment_partition
+from federation.local import kmeans_pass1, kmeans_pass2
+from federation.simulate import simulate
+from tests.federation.conftest import small
+from training.routers.base import load_router
+from training.routers.kmeans import KMeansRouter, global_centres
+
+SEEDS = (0, 1, 2)
+
+
+@pytest.fixture(scope="module")
+def mlp_reports(tmp_path_factory: pytest.TempPathFactory) -> dict[int, dict]:
+    out = tmp_path_factory.mktemp("mlp")
+    return {s: simulate(small(router="mlp", seed=s), out / str(s), progress=False) for s in SEEDS}
+
+
+@pytest.fixture(scope="module")
+def kmeans_reports(tmp_path_factory: pytest.TempPathFactory) -> dict[int, dict]:
+    out = tmp_path_factory.mktemp("kmeans")
+    return {
+        s: simulate(small(router="kmeans", seed=s), out / str(s), progress=False) for s in SEEDS
+    }
+
+
+def _orderings(reports: dict[int, dict], *, central_tol: float) -> None:
+    fed = np.mean([r["auc"]["federated"] for r in reports.values()])
+    central = np.mean([r["auc"]["centralized"] for r in reports.values()])
+    local = np.mean([np.mean(r["auc"]["local"]) for r in reports.values()])
+    wins = sum(r["checks"]["clients_federated_beats_local"] for r in reports.values())
+    pairs = sum(len(r["client_auc"]["local"]) for r in reports.values())
+    assert fed > local + 0.01, (fed, local)  # federated beats client-local routers on average
+    assert abs(fed - central) < central_tol, (fed, central)
+    assert wins >= 0.6 * pairs, (wins, pairs)  # and on most clients' own test sets
+
+
+def test_federated_mlp_orderings_over_seeds(mlp_reports) -> None:
+    _orderings(mlp_reports, central_tol=0.03)
+    for r in mlp_reports.values():
+        aucs = [x["auc"] for x in r["rounds"] if x["stage"] == "train"]
+        assert len(aucs) == 16  # initial + 15 rounds, evaluated by the ServerApp
+        assert np.mean(aucs[-3:]) > aucs[0] + 0.05  # training helps
+
+
+def test_federated_kmeans_orderings_over_seeds(kmeans_reports) -> None:
+    _orderings(kmeans_reports, central_tol=0.015)
+    for r in kmeans_reports.values():
+        assert r["checks"]["federated_above_every_local"]
+
+
+def test_report_files_and_per_client_auc(mlp_reports, tmp_path_factory) -> None:
+    r = mlp_reports[0]
+    assert set(r["auc"]) == {"federated", "centralized", "local"} and len(r["auc"]["local"]) == 4
+    assert len(r["client_auc"]["federated"]) == 4
+    assert all(0 < a <= 1 for a in r["client_auc"]["federated"])
+    # every client trained in every round (participation 1.0); nothing was rejected
+    agg = r["aggregation"]["train"]
+    assert all(a["clients"] == [0, 1, 2, 3] and not a["rejected"] for a in agg)
+
+
+def test_kmeans_two_passes_in_flower_equal_the_direct_computation(tmp_path: Path) -> None:
+    """The Flower run's router is exactly local K-means -> weighted global K-means -> summed cells."""
+    cfg = small(router="kmeans", seed=5)
+    simulate(cfg, tmp_path, progress=False)
+    fed = load_router(tmp_path / "federated" / "router.pt")
+    parts = experiment_partition(cfg)
+    pass1 = [kmeans_pass1(p.train, cfg.k_local, seed=cfg.seed + p.client) for p in parts]
+    centres = global_centres(
+        np.concatenate([c for c, _ in pass1]),
+        np.concatenate([n for _, n in pass1]),
+        cfg.k_global,
+        seed=cfg.seed,
+    )
+    sums = [kmeans_pass2(p.train, centres) for p in parts]
+    direct = KMeansRouter.from_stats(
+        fed.cfg, fed.models, centres, *(sum(s[i] for s in sums) for i in range(3))
+    )
+    np.testing.assert_allclose(fed.centres, direct.centres, rtol=1e-6)
+    np.testing.assert_allclose(fed.acc, direct.acc, rtol=1e-5)
+    np.testing.assert_allclose(fed.counts, direct.counts)
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert (tmp_path / "frontier.png").stat().st_size > 0 and (tmp_path / "summary.md").exists()
+    assert report["auc"]["federated"] > 0.5
+
+
+@pytest.mark.parametrize("attack", ["scale100", "nan"])
+def test_robust_aggregation_under_attack(attack: str, mlp_reports, tmp_path: Path) -> None:
+    clean = mlp_reports[0]["auc"]["federated"]
+    r = simulate(
+        small(router="mlp", seed=0, attack=attack, robust="clip"), tmp_path, progress=False
+    )
+    agg = r["aggregation"]["train"]
+    if attack == "nan":  # every NaN update is rejected, with the reason recorded
+        assert all(
+            a["rejected"] == {"0": "array 'trunk.0.weight' has non-finite values"} for a in agg
+        )
+    else:  # the x100 update is clipped in every round
+        assert all(0 < a["clipped"]["0"] < 0.1 for a in agg)
+    assert abs(r["auc"]["federated"] - clean) < 0.03, (r["auc"]["federated"], clean)
+
+
+def test_model_expansion_trains_only_the_new_head(tmp_path: Path) -> None:
+    new = "gpt-4-1106-preview"
+    r = simulate(
+        small(router="mlp", seed=0, expand_model=new, expand_rounds=5), tmp_path, progress=False
+    )
+    base = load_router(tmp_path / "federated" / "router_base.pt")
+    final = load_router(tmp_path / "federated" / "router.pt")
+    assert new not in base.models and final.models == [*base.models, new]
+    sb, sf = base.net.state_dict(), final.net.state_dict()
+    for k, v in sb.items():  # the trunk and the old heads are bitwise unchanged
+        assert (v == sf[k]).all(), k
+    assert r["expansion"]["after"] > r["expansion"]["before"]
