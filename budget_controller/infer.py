@@ -37,6 +37,7 @@ class BudgetController:
         self.policy = policy.eval()
         self.spec = spec
         self._lock = threading.Lock()
+        self._skip = torch.tensor([lv <= 0 for lv in spec.levels])
 
     @classmethod
     def load(cls, path: Path | str | None = None) -> BudgetController:
@@ -53,8 +54,13 @@ class BudgetController:
         total: int,
         any_truncated: bool,
         last_truncated: bool,
+        allow_skip: bool = False,
     ) -> int:
-        """This turn's budget in tokens (not yet clamped to what is left)."""
+        """This turn's budget in tokens (not yet clamped to what is left).
+
+        In training a "skip" (one token) pays off once a problem is lost (a cut-off turn dooms it).
+        A person's conversation is not lost that way, so unless ``allow_skip`` the skip action is
+        masked and the policy's best non-skip level is used."""
         cur = np.asarray(embedding, dtype=np.float32).reshape(1, -1)
         past_mean = (
             np.mean(np.stack([np.asarray(p, dtype=np.float32) for p in past]), axis=0)
@@ -73,5 +79,7 @@ class BudgetController:
         emb, scal = encode(self.spec, state, all_subq=self.policy.cfg.all_subq)
         with self._lock, torch.no_grad():
             logits = self.policy(torch.from_numpy(emb), torch.from_numpy(scal))
+        if not allow_skip:
+            logits = logits.masked_fill(self._skip, float("-inf"))
         action = logits.argmax(dim=1).numpy()
         return int(self.spec.tokens(action, cur)[0])

@@ -1,7 +1,11 @@
 """Serving chat and text completions: parse, route, call upstream with retry and fallback, relay.
 
 The order of one request: parse and validate (400 before anything else), conversation state,
-routing (or the concrete model), admission (rate limits, spend reservation), upstream attempts
+the turn's token budget (a conversation with ``budget.total_tokens``: the TAB policy picks this
+turn's ``max_tokens``, clamped to what the client asked and to what is left, and reserves it
+atomically in the state store; the real completion tokens are settled afterwards, and an
+exhausted conversation gets a 429 ``conversation_budget_exceeded``), routing (or the concrete
+model), admission (rate limits, spend reservation), upstream attempts
 (retry once on a transient failure, then the next candidate nearest in LOCUS space), then the
 response. Every decision is made before the first byte; after it, a failure becomes an SSE error
 event followed by ``[DONE]``.
@@ -23,7 +27,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import ValidationError
@@ -54,7 +58,7 @@ from service.openai.protocol import (
 from service.routing.engine import Decision, RouteQuery, RoutingEngine
 from service.routing.registry import PoolEntry
 from service.settings import Settings
-from service.state import StateStore
+from service.state import BudgetGrant, BudgetLedger, StateStore
 from service.tokens import count_prompt_tokens, count_tokens, estimate_tokens
 from service.upstream.client import (
     DONE,
@@ -65,6 +69,9 @@ from service.upstream.client import (
 )
 from service.upstream.health import BackendHealth
 from service.upstream.replay import ReplayBackend, ReplayStream
+
+if TYPE_CHECKING:
+    from budget_controller import BudgetController
 
 log = logging.getLogger(__name__)
 Kind = Literal["chat", "completion"]
@@ -121,6 +128,12 @@ class Prepared:
     max_tokens: int | None
     request_id: str
     t_start: float
+    past_user_texts: list[str] = field(default_factory=list)
+    # Set when the conversation has a token budget (see OpenAIServing._reserve_budget).
+    budget_key: str | None = None
+    budget_grant: int = 0
+    budget_left: int | None = None
+    truncated: bool = False
 
     @property
     def path(self) -> str:
@@ -150,6 +163,7 @@ class OpenAIServing:
         store: StateStore,
         metrics: Metrics,
         settings: Settings,
+        budget_controller: BudgetController | None = None,
     ) -> None:
         self.engine = engine
         self.upstream = upstream
@@ -160,6 +174,9 @@ class OpenAIServing:
         self.metrics = metrics
         self.settings = settings
         self._tasks: set[asyncio.Task[None]] = set()
+        self._budget_ctl: BudgetController | None = budget_controller
+        self._budget_ctl_tried = budget_controller is not None
+        self._budget_ctl_lock = asyncio.Lock()
 
     # --- /v1/models
     def models(self) -> ModelList:
@@ -213,6 +230,7 @@ class OpenAIServing:
             else:
                 raise InvalidRequest("token-id prompts cannot be routed; send text", param="prompt")
             texts, route_text, conv_seed = [prompt_text], prompt_text, ""
+            users = [prompt_text]
         routing = routing_from_headers(req.routing, headers)
         conv_id = (
             (req.budget.conversation_id if req.budget else None)
@@ -246,6 +264,7 @@ class OpenAIServing:
             max_tokens=requested,
             request_id=headers.get("x-request-id") or uuid.uuid4().hex,
             t_start=t_start,
+            past_user_texts=users[:-1],
         )
 
     # --- the request
@@ -256,30 +275,116 @@ class OpenAIServing:
         state = (await self.store.get_json(prep.conv_key)) if prep.conv_key else None
         state = state or {}
         if prep.total_tokens is not None:
-            remaining = prep.total_tokens - int(state.get("tokens", 0))
-            if remaining <= 0:
-                raise BudgetExceeded(
-                    f"conversation token budget of {prep.total_tokens} is spent",
-                    code="conversation_budget_exceeded",
-                )
-            prep.max_tokens = min(prep.max_tokens or remaining, remaining)
-        order, decision = await self._choose(prep, state.get("model"))
-        pool = self.engine.pool
-        entries = [e for e in (pool.get(n) for n in order) if e is not None]
-        completion = prep.max_tokens or WORST_CASE_COMPLETION_TOKENS
-        # The prompt estimate (4 chars a token) misses chat-template tokens: reserve generously.
-        prompt_worst = 2 * prep.prompt_tokens_est + 8 * len(prep.message_texts)
-        worst = max((e.cost_usd(prompt_worst, completion) for e in entries), default=0.0)
-        reservation = await self.accounting.admit(principal, worst_cost_usd=worst)
+            await self._reserve_budget(prep)
+        try:
+            order, decision = await self._choose(prep, state.get("model"))
+            pool = self.engine.pool
+            entries = [e for e in (pool.get(n) for n in order) if e is not None]
+            completion = prep.max_tokens or WORST_CASE_COMPLETION_TOKENS
+            # The prompt estimate (4 chars a token) misses chat-template tokens: reserve generously.
+            prompt_worst = 2 * prep.prompt_tokens_est + 8 * len(prep.message_texts)
+            worst = max((e.cost_usd(prompt_worst, completion) for e in entries), default=0.0)
+            reservation = await self.accounting.admit(principal, worst_cost_usd=worst)
+        except BaseException:
+            await self._settle_budget(prep, used=0, turn=False)
+            raise
         try:
             served = await self._attempt_all(prep, order, decision)
         except BaseException:
             await self.accounting.release(reservation)
+            await self._settle_budget(prep, used=0, turn=False)
             raise
         served.conv_state = state
         if served.body is not None:
             return await self._finish_json(prep, served, reservation)
         return self._finish_stream(prep, served, reservation)
+
+    # --- conversation token budgets (TAB)
+    async def _controller(self) -> BudgetController | None:
+        """The TAB policy, loaded once on first use (off the event loop); None if unavailable."""
+        if self._budget_ctl_tried:
+            return self._budget_ctl
+        async with self._budget_ctl_lock:
+            if not self._budget_ctl_tried:
+                try:
+                    from budget_controller import BudgetController
+
+                    self._budget_ctl = await asyncio.to_thread(BudgetController.load)
+                except Exception:
+                    log.exception("no TAB budget policy: turns get what is left of the budget")
+                self._budget_ctl_tried = True
+        return self._budget_ctl
+
+    async def _policy_tokens(self, prep: Prepared, ledger: BudgetLedger | None) -> int | None:
+        ctl = await self._controller()
+        if ctl is None:
+            return None
+        past = prep.past_user_texts[-8:]
+        X = await self.engine.embedder.embed([prep.prompt_text, *past])
+        spent = ledger.spent + ledger.reserved if ledger else 0
+        return ctl.choose(
+            embedding=X[0],
+            past=list(X[1:]),
+            turn=max(ledger.turns if ledger else 0, len(prep.past_user_texts)),
+            used=spent,
+            total=ledger.total if ledger else int(prep.total_tokens or 0),
+            any_truncated=bool(ledger and ledger.any_truncated),
+            last_truncated=bool(ledger and ledger.last_truncated),
+        )
+
+    async def _reserve_budget(self, prep: Prepared) -> None:
+        """This turn's max_tokens: the policy's budget, clamped to the client's and to what is
+        left, reserved atomically (concurrent turns never hold more than the budget together).
+
+        The budget counts completion tokens, the only ones ``max_tokens`` controls; the first
+        turn's ``total_tokens`` fixes a conversation's budget."""
+        assert prep.total_tokens is not None
+        key = "budget:" + (prep.conv_key or f"request:{prep.request_id}")
+        ledger = await self.store.budget_get(key)
+        total = ledger.total if ledger else prep.total_tokens
+        if ledger is not None and ledger.left <= 0:
+            raise self._over_budget(ledger)
+        wanted = await self._policy_tokens(prep, ledger)
+        if wanted is None:
+            wanted = ledger.left if ledger else total
+        if prep.max_tokens is not None:
+            wanted = min(wanted, prep.max_tokens)
+        grant: BudgetGrant = await self.store.budget_reserve(
+            key, total=total, wanted=max(1, wanted), ttl_s=self.settings.conversation_ttl_s
+        )
+        if grant.granted <= 0:
+            raise self._over_budget(grant.ledger)
+        prep.budget_key, prep.budget_grant = key, grant.granted
+        prep.budget_left = grant.ledger.left
+        prep.max_tokens = grant.granted
+
+    @staticmethod
+    def _over_budget(ledger: BudgetLedger) -> BudgetExceeded:
+        held = f" ({ledger.reserved} held by turns in flight)" if ledger.reserved else ""
+        return BudgetExceeded(
+            f"conversation token budget of {ledger.total} completion tokens is used up: "
+            f"{ledger.spent} spent{held}; start a new conversation or raise its budget",
+            code="conversation_budget_exceeded",
+            param="budget.total_tokens",
+        )
+
+    async def _settle_budget(self, prep: Prepared, *, used: int, turn: bool) -> None:
+        if prep.budget_key is None:
+            return
+        key, granted = prep.budget_key, prep.budget_grant
+        prep.budget_key = None  # settle once
+        if used > granted:
+            log.warning("completion of %d tokens exceeds its max_tokens %d", used, granted)
+        ledger = await self.store.budget_settle(
+            key,
+            granted=granted,
+            used=used,
+            truncated=prep.truncated,
+            turn=turn,
+            ttl_s=self.settings.conversation_ttl_s,
+        )
+        if ledger is not None:
+            prep.budget_left = ledger.left
 
     def filters(
         self, prompt_text: str
@@ -445,9 +550,9 @@ class OpenAIServing:
                 h["x-junction-p-correct"] = f"{r.p_correct:.4f}"
             h["x-junction-lambda"] = repr(s.decision.lam)
             h["x-junction-sticky"] = "true" if s.decision.sticky else "false"
-        if prep.total_tokens is not None:
-            used = int(s.conv_state.get("tokens", 0))
-            h["x-junction-budget-remaining"] = str(max(0, prep.total_tokens - used))
+        if prep.budget_left is not None:
+            h["x-junction-budget-remaining"] = str(prep.budget_left)
+            h["x-junction-budget-max-tokens"] = str(prep.budget_grant)
         return h
 
     async def _usage(
@@ -472,6 +577,7 @@ class OpenAIServing:
         t_done = time.perf_counter()
         texts = []
         for ch in body.get("choices") or []:
+            prep.truncated = prep.truncated or ch.get("finish_reason") == "length"
             if prep.kind == "chat":
                 texts.append(str((ch.get("message") or {}).get("content") or ""))
             else:
@@ -540,6 +646,8 @@ class OpenAIServing:
                 if not choices:
                     continue  # an upstream usage-only chunk: ours comes last, in the spec shape
                 for ch in choices:
+                    if ch.get("finish_reason") == "length":
+                        prep.truncated = True
                     if prep.kind == "chat":
                         piece = (ch.get("delta") or {}).get("content")
                     else:
@@ -594,6 +702,8 @@ class OpenAIServing:
             await self._record(prep, s, reservation, final, cost)
         except Exception:
             log.exception("could not record a streamed request")
+            # Without a usage count the whole grant is booked: never under-count a budget.
+            await self._settle_budget(prep, used=prep.budget_grant, turn=True)
 
     async def _record(
         self,
@@ -609,6 +719,7 @@ class OpenAIServing:
         self.metrics.cost.labels(model=name).inc(cost)
         self.metrics.latency.labels(stage="total").observe(time.perf_counter() - prep.t_start)
         await self.accounting.settle(reservation, cost_usd=cost, total_tokens=usage["total_tokens"])
+        await self._settle_budget(prep, used=int(usage["completion_tokens"]), turn=True)
         if prep.conv_key:
             state = {
                 "model": name,
