@@ -26,10 +26,15 @@ def mlp_reports(tmp_path_factory: pytest.TempPathFactory) -> dict[int, dict]:
 
 
 @pytest.fixture(scope="module")
-def kmeans_reports(tmp_path_factory: pytest.TempPathFactory) -> dict[int, dict]:
-    out = tmp_path_factory.mktemp("kmeans")
+def kmeans_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("kmeans")
+
+
+@pytest.fixture(scope="module")
+def kmeans_reports(kmeans_dir: Path) -> dict[int, dict]:
     return {
-        s: simulate(small(router="kmeans", seed=s), out / str(s), progress=False) for s in SEEDS
+        s: simulate(small(router="kmeans", seed=s), kmeans_dir / str(s), progress=False)
+        for s in SEEDS
     }
 
 
@@ -68,10 +73,12 @@ def test_report_files_and_per_client_auc(mlp_reports, tmp_path_factory) -> None:
     assert all(a["clients"] == [0, 1, 2, 3] and not a["rejected"] for a in agg)
 
 
-def test_kmeans_two_passes_in_flower_equal_the_direct_computation(tmp_path: Path) -> None:
+def test_kmeans_two_passes_in_flower_equal_the_direct_computation(
+    kmeans_reports, kmeans_dir: Path
+) -> None:
     """The Flower run's router is exactly local K-means -> weighted global K-means -> summed cells."""
-    cfg = small(router="kmeans", seed=5)
-    simulate(cfg, tmp_path, progress=False)
+    cfg = small(router="kmeans", seed=1)
+    tmp_path = kmeans_dir / "1"
     fed = load_router(tmp_path / "federated" / "router.pt")
     parts = experiment_partition(cfg)
     pass1 = [kmeans_pass1(p.train, cfg.k_local, seed=cfg.seed + p.client) for p in parts]
