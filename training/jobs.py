@@ -12,7 +12,9 @@ from training.config_cli import add_dataclass_args, dataclass_from_args
 
 log = logging.getLogger(__name__)
 
-SHIPPED_LOCUS = Path(__file__).resolve().parent / "locus" / "artifacts" / "locus_mmlu_pro.pt"
+# The shipped LOCUS checkpoint lives in the default bundle (trained by `junction train locus` on the
+# MMLU-Pro seen models with the default LocusConfig; its validation metrics are inside it).
+SHIPPED_LOCUS = Path(__file__).resolve().parent / "artifacts" / "default" / "locus.pt"
 
 
 def _train_locus(args: argparse.Namespace) -> int:
@@ -49,7 +51,8 @@ def build_default_bundle(out: Path, *, locus_checkpoint: Path = SHIPPED_LOCUS) -
     train = matrix.select_models(seen).for_split("train")
     embedder = LocusEmbedder.from_checkpoint(locus_checkpoint)
     out.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(locus_checkpoint, out / "locus.pt")
+    if not (out / "locus.pt").exists() or not (out / "locus.pt").samefile(locus_checkpoint):
+        shutil.copyfile(locus_checkpoint, out / "locus.pt")
     models: list[PoolModel] = []
     for j, name in enumerate(seen):
         obs = ~np.isnan(train.scores[:, j])

@@ -6,7 +6,7 @@ Checkpoints describe themselves: ``{"kind": "locus", "config", "state_dict", "st
 
 Usage::
 
-    emb = LocusEmbedder.from_checkpoint("training/locus/artifacts/locus_mmlu_pro.pt")
+    emb = LocusEmbedder.from_checkpoint("training/artifacts/default/locus.pt")
     z = emb.embed(X_evals, y_evals)                 # [d]: one forward pass, deterministic
     p = emb.predict(np.stack([z, z2]), X_queries)   # [B, 2] P(correct)
 """
