@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 EXTRAS  ?= serve,fast,dev,federated
 
-.PHONY: run test lint venv data artifacts clean-venv
+.PHONY: run report test lint venv data artifacts clean-venv
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -37,7 +37,15 @@ lint: venv
 test: venv lint
 	$(BIN)/pytest -q
 
+# The gateway on embedded defaults: SQLite in the data directory, in-process cache, the shipped
+# default pool (replay backends of the MMLU-Pro models) and SmolLM2-135M answering live on CPU.
+HOST ?= 127.0.0.1
+PORT ?= 8000
 run: artifacts
+	$(BIN)/junction serve --host $(HOST) --port $(PORT)
+
+# The evaluation report on the shipped MMLU-Pro data (routers against the papers' baselines).
+report: artifacts
 	$(BIN)/junction eval --dataset mmlu_pro --out reports/mmlu_pro
 
 clean-venv:
