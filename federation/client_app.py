@@ -147,7 +147,8 @@ def make_client_app(overrides: Mapping[str, Any] | None = None) -> ClientApp:
             else data.train
         )
         sent, rows, loss = mlp_round(
-            router, train_rows, epochs=cfg.local_epochs, batch_size=cfg.batch_size, lr=cfg.lr,
+            router, train_rows, epochs=cfg.expand_epochs if only >= 0 else cfg.local_epochs,
+            batch_size=cfg.batch_size, lr=cfg.lr,
             seed=seed, only_model=only if only >= 0 else None,
         )  # fmt: skip
         if cfg.attack != "none" and data.client == cfg.attack_client:

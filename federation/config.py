@@ -61,9 +61,18 @@ class FederationConfig:
         default="", metadata={"help": "a model left out of training, then added as a new head"}
     )
     expand_rounds: int = field(default=10, metadata={"help": "rounds training the new head"})
+    expand_epochs: int = field(
+        default=20,
+        metadata={"help": "local epochs per expansion round (a head on a small calibration set)"},
+    )
     calibration_frac: float = field(
         default=0.1, metadata={"help": "fraction of prompts labelled with the new model"}
     )
+    # new clients
+    new_clients: int = field(
+        default=0, metadata={"help": "the last N clients join after the first rounds (MLP)"}
+    )
+    join_rounds: int = field(default=10, metadata={"help": "rounds after new clients join"})
     # robustness
     robust: str = field(default="clip", metadata={"help": "none, clip or trimmed"})
     clip_factor: float = field(

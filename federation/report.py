@@ -134,6 +134,20 @@ def write_summary(report: dict[str, Any], path: Path) -> Path:
             f"AUC before adding it {e['before']:.4f}, after training only its head "
             f"{e['after']:.4f} ({e['after'] - e['before']:+.4f}).",
         ]
+    if "new_clients" in report:
+        n = report["new_clients"]
+        lines += [
+            "",
+            f"## New clients {n['clients']} joining after {cfg['rounds']} rounds",
+            "",
+            f"Global test AUC {n['before']:.4f} before they join, {n['after']:.4f} after "
+            f"{cfg['join_rounds']} more rounds. On their own test sets: "
+            + ", ".join(
+                f"{b:.4f} -> {a:.4f}"
+                for b, a in zip(n["before_on_new_clients"], n["after_on_new_clients"], strict=True)
+            )
+            + ".",
+        ]
     rejected = {
         k: v
         for stage in report.get("aggregation", {}).values()

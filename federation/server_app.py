@@ -6,6 +6,8 @@ Flow:
 2. MLP: Flower's ``Strategy.start`` with :class:`~federation.strategy.RouterFedAvg` for
    ``rounds`` rounds. With ``expand-model`` set, that model is left out first and then added:
    a new head, trained alone for ``expand-rounds`` rounds on the clients' calibration rows.
+   With ``new-clients`` N, the last N clients join only after ``rounds`` rounds, for
+   ``join-rounds`` more rounds with everyone (``router_before_join.pt`` keeps the router before).
    K-means: ``query.centroids`` (local K-means), weighted global K-means on the pooled centres,
    ``query.cells`` (per-(cluster, model) sums), aggregated by counts.
 3. ``out-dir/router.pt`` (and ``router_base.pt`` before an expansion), ``out-dir/history.json``.
@@ -125,7 +127,19 @@ class FederatedRun:
             mu, sigma = pooled_moments(
                 [(num(x, "cost-n"), num(x, "cost-sum"), num(x, "cost-sum2")) for x in m]
             )
-            mlp = self._mlp(grid, clients, models, mu, sigma)
+            if cfg.new_clients:  # the last new-clients join after the first `rounds` rounds
+                first = {n: c for n, c in clients.items() if c < cfg.clients - cfg.new_clients}
+                if not first or len(first) == len(clients):
+                    raise ValueError(f"new-clients must be in 1..{cfg.clients - 1}")
+                mlp = self._mlp(grid, first, models, mu, sigma)
+                base = MLPRouterNet(mlp.cfg, len(mlp.models))
+                base.load_state_dict(mlp.net.state_dict())
+                self.routers["before_join"] = MLPRouter(
+                    base, mlp.cfg, list(mlp.models), mlp.cost_mu, mlp.cost_sigma
+                )
+                mlp = self._fedavg(grid, clients, mlp, cfg.join_rounds, "join")
+            else:
+                mlp = self._mlp(grid, clients, models, mu, sigma)
             if expand:
                 self.routers["base"] = mlp
                 mlp = self._expand(grid, clients, mlp, expand)

@@ -55,7 +55,11 @@ def run_flower_simulation(
 
     torch.set_num_threads(1)
     overrides = {**cfg.to_run_config(), "out-dir": str(out_dir), "server-eval": True}
-    total = cfg.rounds + (cfg.expand_rounds if cfg.expand_model else 0)
+    total = (
+        cfg.rounds
+        + (cfg.expand_rounds if cfg.expand_model else 0)
+        + (cfg.join_rounds if cfg.new_clients else 0)
+    )
     bar = tqdm(
         total=total if cfg.router == "mlp" else 2,
         desc=f"federated {cfg.router}",
@@ -229,6 +233,17 @@ def simulate(
             "model": cfg.expand_model,
             "before": router_auc(base, _test_for(base, test)),
             "after": auc["federated"],
+        }
+    if cfg.new_clients and "before_join" in run.routers:
+        before = run.routers["before_join"]
+        after = run.routers.get("base", fed)  # with an expansion too: the router before it
+        new = parts[cfg.clients - cfg.new_clients :]
+        report["new_clients"] = {
+            "clients": [p.client for p in new],
+            "before": router_auc(before, _test_for(before, test)),
+            "after": router_auc(after, _test_for(after, test)),
+            "before_on_new_clients": [router_auc(before, _test_for(before, p.test)) for p in new],
+            "after_on_new_clients": [router_auc(after, _test_for(after, p.test)) for p in new],
         }
     curves = {
         "federated": router_curve(fed, _test_for(fed, test)),

@@ -116,11 +116,15 @@ def test_robust_aggregation_under_attack(attack: str, mlp_reports, tmp_path: Pat
     assert abs(r["auc"]["federated"] - clean) < 0.03, (r["auc"]["federated"], clean)
 
 
-def test_model_expansion_trains_only_the_new_head(tmp_path: Path) -> None:
+def test_new_clients_join_then_model_expansion_trains_only_the_new_head(tmp_path: Path) -> None:
     new = "gpt-4-1106-preview"
-    r = simulate(
-        small(router="mlp", seed=0, expand_model=new, expand_rounds=5), tmp_path, progress=False
-    )
+    cfg = small(router="mlp", seed=0, expand_model=new, expand_rounds=5, new_clients=1)
+    r = simulate(cfg, tmp_path, progress=False)
+    # client 3 joins after 15 rounds: the router gets better on its data, not worse globally
+    joined = r["new_clients"]
+    assert joined["clients"] == [3]
+    assert joined["after_on_new_clients"][0] > joined["before_on_new_clients"][0]
+    assert joined["after"] > joined["before"] - 0.01
     base = load_router(tmp_path / "federated" / "router_base.pt")
     final = load_router(tmp_path / "federated" / "router.pt")
     assert new not in base.models and final.models == [*base.models, new]
