@@ -75,6 +75,21 @@ def _publish(args: argparse.Namespace) -> int:
     return 0
 
 
+def _table(args: argparse.Namespace) -> int:
+    from federation.report import results_table
+
+    reports = {
+        str(p.parent.relative_to(args.runs)): json.loads(p.read_text())
+        for p in sorted(Path(args.runs).rglob("report.json"))
+        if p.parent.name != "federated"
+    }
+    if not reports:
+        log.error("no report.json under %s", args.runs)
+        return 1
+    sys.stdout.write(results_table(reports))
+    return 0
+
+
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     from federation.config import FederationConfig
 
@@ -102,6 +117,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     d.add_argument("--out", required=True, help="where the ServerApp writes router.pt")
     d.add_argument("--timeout", type=float, default=600.0, help="seconds before giving up")
     d.set_defaults(handler=_deploy)
+
+    t = sub.add_parser("table", help="one Markdown table of every simulate report under RUNS")
+    t.add_argument("runs", help="a directory holding simulate output directories")
+    t.set_defaults(handler=_table)
 
     p = sub.add_parser("publish", help="upload a router checkpoint to the gateway's admin API")
     p.add_argument("--router", required=True, help="router checkpoint (router.pt)")

@@ -163,3 +163,36 @@ def write_summary(report: dict[str, Any], path: Path) -> Path:
     ]
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def results_table(reports: dict[str, dict[str, Any]]) -> str:
+    """One Markdown row per run (name -> report.json): the figures the issue asks for."""
+    head = (
+        "| run | federated | centralised | local min-max | fed-cen | fed > every local | "
+        "clients fed > local | personalised >= worse | extra |\n"
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n"
+    )
+    rows = []
+    for name, r in sorted(reports.items()):
+        a, c, n = r["auc"], r["checks"], r["config"]["clients"]
+        extra = []
+        if "expansion" in r:
+            e = r["expansion"]
+            extra.append(f"expansion {e['before']:.4f} -> {e['after']:.4f}")
+        if "new_clients" in r:
+            j = r["new_clients"]
+            own = ", ".join(
+                f"{b:.3f}->{x:.3f}"
+                for b, x in zip(j["before_on_new_clients"], j["after_on_new_clients"], strict=True)
+            )
+            extra.append(f"join {j['before']:.4f} -> {j['after']:.4f} (own tests {own})")
+        if r["config"]["attack"] != "none":
+            extra.append(f"attack {r['config']['attack']}, robust {r['config']['robust']}")
+        rows.append(
+            f"| {name} | {a['federated']:.4f} | {a['centralized']:.4f} | "
+            f"{min(a['local']):.4f}-{max(a['local']):.4f} | "
+            f"{c['federated_minus_centralized']:+.4f} | {c['federated_above_every_local']} | "
+            f"{c['clients_federated_beats_local']}/{n} | "
+            f"{c['personalized_at_least_worse_of_two']}/{n} | {'; '.join(extra)} |"
+        )
+    return head + "\n".join(rows) + "\n"
