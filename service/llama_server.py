@@ -45,6 +45,16 @@ def llama_server_available() -> bool:
     )
 
 
+# llama-cpp-python's server reads every setting (HOST, PORT, MODEL, N_CTX, ...) from environment
+# variables of the same name, so an inherited PORT (make exports its command-line variables) moved
+# it onto the gateway's port. It gets only what a process needs to run.
+_PASSED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "LD_LIBRARY_PATH", "VIRTUAL_ENV")
+
+
+def server_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k in _PASSED_ENV or k.startswith("OMP_")}
+
+
 class LlamaServer:
     def __init__(
         self,
@@ -80,7 +90,7 @@ class LlamaServer:
 
     def start(self, *, timeout_s: float = 60.0) -> str:
         self.proc = subprocess.Popen(
-            self.command(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ}
+            self.command(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=server_env()
         )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

@@ -27,7 +27,12 @@ def llama() -> Iterator[LlamaServer]:
     if importlib.util.find_spec("llama_cpp") is None:
         pytest.skip("llama-cpp-python is not installed (pip install 'llama-cpp-python[server]')")
     srv = LlamaServer(port=free_port())
-    srv.start()
+    with pytest.MonkeyPatch.context() as mp:
+        # llama-cpp's server reads HOST/PORT/MODEL from the environment: `make run PORT=...`
+        # once moved it onto the gateway's port. Decoys here must not reach it.
+        mp.setenv("PORT", str(free_port()))
+        mp.setenv("MODEL", "/nonexistent.gguf")
+        srv.start()
     yield srv
     srv.stop()
 
