@@ -178,9 +178,15 @@ def make_client_app(overrides: Mapping[str, Any] | None = None) -> ClientApp:
 
     @app.query("cells")
     def cells(msg: Message, context: Context) -> Message:
-        cfg, data, _ = setup(msg, context)
+        cfg, data, conf = setup(msg, context)
         centres = msg.content.array_records["arrays"]["centres"].numpy()
-        sum_acc, sum_cost, counts = kmeans_pass2(data.train, centres)
+        only = int(num(conf, "only-model", -1.0))
+        rows = (  # model expansion: the new model's calibration rows only
+            calibration_set(data, only, num(conf, "calibration-frac", 0.1), cfg.seed + data.client)
+            if only >= 0
+            else data.train
+        )
+        sum_acc, sum_cost, counts = kmeans_pass2(rows, centres)
         if cfg.attack != "none" and data.client == cfg.attack_client:
             log.warning("client %d injects the %r attack", data.client, cfg.attack)
             if cfg.attack == "nan":

@@ -9,7 +9,8 @@ Flow:
    With ``new-clients`` N, the last N clients join only after ``rounds`` rounds, for
    ``join-rounds`` more rounds with everyone (``router_before_join.pt`` keeps the router before).
    K-means: ``query.centroids`` (local K-means), weighted global K-means on the pooled centres,
-   ``query.cells`` (per-(cluster, model) sums), aggregated by counts.
+   ``query.cells`` (per-(cluster, model) sums), aggregated by counts; an expansion adds the new
+   model's column from another ``query.cells`` on the clients' calibration rows.
 3. ``out-dir/router.pt`` (and ``router_base.pt`` before an expansion), ``out-dir/history.json``.
 
 Usage (what ``pyproject.toml`` points Flower at)::
@@ -145,7 +146,7 @@ class FederatedRun:
                 mlp = self._expand(grid, clients, mlp, expand)
             self.routers["final"] = mlp
         else:
-            self.routers["final"] = self._kmeans(grid, list(clients), models)
+            self.routers["final"] = self._kmeans(grid, list(clients), models, expand)
         return self.history
 
     # ---- MLP
@@ -226,7 +227,7 @@ class FederatedRun:
         )
 
     # ---- K-means
-    def _kmeans(self, grid: Grid, nodes: list[int], models: list[str]) -> KMeansRouter:
+    def _kmeans(self, grid: Grid, nodes: list[int], models: list[str], expand: str) -> KMeansRouter:
         cfg = self.cfg
         conf = ConfigRecord({"models": models})
         pass1 = ask(grid, nodes, "centroids", conf)
@@ -250,6 +251,35 @@ class FederatedRun:
             np.concatenate(cents), np.concatenate(counts), cfg.k_global, seed=cfg.seed
         )
         self._hook("kmeans-pass1", 1, None)
+        sums, report = self._cells(grid, nodes, models, centres, {})
+        kcfg = KMeansConfig(k=len(centres), seed=cfg.seed)
+        router = KMeansRouter.from_stats(kcfg, models, centres, *sums)
+        auc = self._server_auc(router)
+        self.history["rounds"].append({"stage": "kmeans", "round": 2, "auc": auc})
+        self.history["aggregation"] = {"kmeans": [report]}
+        self._hook("kmeans-pass2", 2, auc)
+        if expand:  # a new model: its column of cell statistics from the calibration rows
+            self.routers["base"] = router
+            wide = [*models, expand]
+            extra = {"only-model": len(models), "calibration-frac": cfg.calibration_frac}
+            new, report = self._cells(grid, nodes, wide, centres, extra)
+            self.history["aggregation"]["expand"] = [report]
+            acc, cost, cnt = (
+                np.concatenate([old, n[:, -1:]], axis=1) for old, n in zip(sums, new, strict=True)
+            )
+            router = KMeansRouter.from_stats(kcfg, wide, centres, acc, cost, cnt)
+        return router
+
+    def _cells(
+        self,
+        grid: Grid,
+        nodes: list[int],
+        models: list[str],
+        centres: np.ndarray,
+        extra: dict[str, Any],
+    ) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], dict[str, Any]]:
+        """Pass 2: every client's per-(cluster, model) sums, checked, clipped and added up."""
+        conf = ConfigRecord({"models": models, **extra})
         pass2 = ask(grid, nodes, "cells", conf, arrays=record_of({"centres": centres}))
         shape = (len(centres), len(models))
         stats: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]] = []
@@ -268,24 +298,16 @@ class FederatedRun:
                 stats.append((client, *parts))  # type: ignore[arg-type]
                 continue
             log.warning("rejected the cell statistics of client %s: %s", client, rejected[client])
+        if not stats:
+            raise RuntimeError("no usable K-means pass-2 replies")
         stats.sort(key=lambda s: int(s[0]))  # reply order varies; sums must not
-        clipped = self._clip_cells(stats) if cfg.robust != "none" else {}
-        sum_acc = sum(s[1] for s in stats)
-        sum_cost = sum(s[2] for s in stats)
-        cnt = sum(s[3] for s in stats)
-        router = KMeansRouter.from_stats(
-            KMeansConfig(k=len(centres), seed=cfg.seed),
-            models,
-            centres,
-            np.asarray(sum_acc),
-            np.asarray(sum_cost),
-            np.asarray(cnt),
+        clipped = self._clip_cells(stats) if self.cfg.robust != "none" else {}
+        sums = (
+            np.asarray(sum(s[1] for s in stats)),
+            np.asarray(sum(s[2] for s in stats)),
+            np.asarray(sum(s[3] for s in stats)),
         )
-        auc = self._server_auc(router)
-        self.history["rounds"].append({"stage": "kmeans", "round": 2, "auc": auc})
-        self.history["aggregation"] = {"kmeans": [{"rejected": rejected, "clipped": clipped}]}
-        self._hook("kmeans-pass2", 2, auc)
-        return router
+        return sums, {"rejected": rejected, "clipped": clipped}
 
     def _clip_cells(
         self, stats: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]

@@ -57,7 +57,7 @@ def run_flower_simulation(
     overrides = {**cfg.to_run_config(), "out-dir": str(out_dir), "server-eval": True}
     total = (
         cfg.rounds
-        + (cfg.expand_rounds if cfg.expand_model else 0)
+        + (cfg.expand_rounds if cfg.expand_model and cfg.router == "mlp" else 0)
         + (cfg.join_rounds if cfg.new_clients else 0)
     )
     bar = tqdm(

@@ -132,3 +132,17 @@ def test_new_clients_join_then_model_expansion_trains_only_the_new_head(tmp_path
     for k, v in sb.items():  # the trunk and the old heads are bitwise unchanged
         assert (v == sf[k]).all(), k
     assert r["expansion"]["after"] > r["expansion"]["before"]
+
+
+def test_kmeans_expansion_with_a_client_sending_nan(tmp_path: Path) -> None:
+    """K-means: client 0's NaN cell statistics are rejected in both passes with the reason
+    recorded, and the new model's column (from calibration rows) raises the AUC."""
+    new = "gpt-4-1106-preview"
+    cfg = small(router="kmeans", seed=0, expand_model=new, attack="nan")
+    r = simulate(cfg, tmp_path, progress=False)
+    agg = r["aggregation"]
+    assert agg["kmeans"][0]["rejected"] == {"0": "non-finite cell statistics"}
+    assert agg["expand"][0]["rejected"] == {"0": "non-finite cell statistics"}
+    final = load_router(tmp_path / "federated" / "router.pt")
+    assert final.models[-1] == new and final.counts[:, -1].sum() > 0
+    assert r["expansion"]["after"] > r["expansion"]["before"] + 0.02
