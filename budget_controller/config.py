@@ -87,27 +87,27 @@ class TrainConfig:
 
     seed: int = field(default=0, metadata={"help": "seed for problems, init and sampling"})
     all_subq: bool = field(default=False, metadata={"help": "train the All-SubQ variant"})
-    steps: int = field(default=150, metadata={"help": "GRPO iterations"})
-    problems_per_step: int = field(default=64, metadata={"help": "distinct problems per step"})
+    steps: int = field(default=200, metadata={"help": "GRPO iterations"})
+    problems_per_step: int = field(default=48, metadata={"help": "distinct problems per step"})
     num_generations: int = field(default=16, metadata={"help": "rollouts per problem (TRL's G)"})
     inner_epochs: int = field(default=2, metadata={"help": "policy updates per batch (TRL mu)"})
-    lr: float = field(default=1e-3, metadata={"help": "AdamW learning rate"})
+    lr: float = field(default=2e-3, metadata={"help": "AdamW learning rate"})
     epsilon: float = field(default=0.2, metadata={"help": "PPO-style clip range"})
     beta: float = field(default=0.005, metadata={"help": "KL weight to the reference policy"})
     scale_rewards: str = field(
         default="batch", metadata={"help": "advantage scaling: group, batch or none (TRL's names)"}
     )
     over_penalty: float = field(
-        default=1.0, metadata={"help": "lambda on max(0, sum of requested budgets - B) / B"}
+        default=0.1, metadata={"help": "lambda on max(0, sum of requested budgets - B) / B"}
     )
     token_cost: float = field(
-        default=0.15, metadata={"help": "reward cost of generated tokens, per budget B"}
+        default=0.05, metadata={"help": "reward cost of generated tokens, per budget B"}
     )
     budget_per_turn: str = field(
         default="1,10",
         metadata={"help": "training B per turn, log-uniform in this range of median lengths"},
     )
-    threads: int = field(default=2, metadata={"help": "torch CPU threads"})
+    threads: int = field(default=1, metadata={"help": "torch CPU threads"})
     eval_every: int = field(default=25, metadata={"help": "validation every N steps"})
     out: str = field(default="budget_controller/artifacts", metadata={"help": "checkpoint folder"})
 
@@ -131,7 +131,7 @@ class EvalConfig:
 
     seeds: str = field(default="0,1,2", metadata={"help": "comma-separated training seeds"})
     num_problems: int = field(default=4000, metadata={"help": "test problems per seed"})
-    steps: int = field(default=150, metadata={"help": "GRPO steps per policy"})
+    steps: int = field(default=200, metadata={"help": "GRPO steps per policy"})
     checkpoints: str = field(
         default="", metadata={"help": "folder with tab[_all_subq]_seed{N}.pt; empty = train now"}
     )

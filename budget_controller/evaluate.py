@@ -31,6 +31,7 @@ from budget_controller import baselines as bl
 from budget_controller.config import EnvConfig, EvalConfig, TrainConfig
 from budget_controller.data import Problems, SolverData
 from budget_controller.env import ReplayEnv
+from budget_controller.features import FeatureSpec
 from budget_controller.model import BudgetPolicy
 from budget_controller.train import build_spec, policy_allocator, train
 
@@ -66,7 +67,7 @@ def with_budget(p: Problems, per_turn: float) -> Problems:
 def evaluate_seed(
     data: SolverData,
     env: ReplayEnv,
-    policies: dict[str, BudgetPolicy],
+    policies: dict[str, tuple[BudgetPolicy, FeatureSpec]],
     *,
     seed: int,
     num_problems: int,
@@ -83,8 +84,9 @@ def evaluate_seed(
             "difficulty": bl.difficulty(p, env),
             "oracle": bl.oracle(p, env),
             **{
-                name: policy_allocator(pol, env.spec, p, greedy=True)
-                for name, pol in policies.items()
+                # each policy acts with the feature spec (levels) saved in its checkpoint
+                name: policy_allocator(pol, spec, p, greedy=True)
+                for name, (pol, spec) in policies.items()
             },
         }
         for name, alloc in allocators.items():
@@ -171,7 +173,7 @@ def run_eval(
     per_seed: list[dict[str, list[dict[str, float]]]] = []
     training: dict[str, list[dict[str, Any]]] = {"tab": [], "tab_all_subq": []}
     for seed in cfg.seed_list:
-        policies: dict[str, BudgetPolicy] = {}
+        policies: dict[str, tuple[BudgetPolicy, FeatureSpec]] = {}
         for name, all_subq in (("tab", False), ("tab_all_subq", True)):
             path = ck_dir / f"{name}_seed{seed}.pt"
             if not cfg.checkpoints:
@@ -188,10 +190,21 @@ def run_eval(
                 training[name].append(
                     {"seed": seed, "seconds": res.seconds, "best": res.best, "history": res.history}
                 )
-            policy, _, info = BudgetPolicy.from_checkpoint(path)
+            policy, policy_spec, info = BudgetPolicy.from_checkpoint(path)
             if cfg.checkpoints:
-                training[name].append({"seed": seed, "best": info["metrics"], "step": info["step"]})
-            policies[name] = policy
+                # `junction budget train` leaves its history beside the checkpoint.
+                log_path = path.with_suffix(".json")
+                hist = json.loads(log_path.read_text()) if log_path.exists() else {}
+                training[name].append(
+                    {
+                        "seed": seed,
+                        "best": info["metrics"],
+                        "step": info["step"],
+                        "seconds": hist.get("seconds"),
+                        "history": hist.get("history", []),
+                    }
+                )
+            policies[name] = (policy, policy_spec)
         per_seed.append(
             evaluate_seed(data, env, policies, seed=seed, num_problems=cfg.num_problems)
         )
