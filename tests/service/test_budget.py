@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -156,6 +157,36 @@ def test_policy_sets_max_tokens_and_a_spent_budget_gets_a_429(
         "/v1/chat/completions", headers=ADMIN, json=_chat("more", conv="k", total=500)
     )
     assert r.status_code == 429 and fake_a.count == n  # refused before any backend call
+
+
+def test_streamed_turns_are_capped_and_settled(gateway: Gateway, fake_a) -> None:
+    fake_a.reply = " ".join(f"w{i}" for i in range(400))
+    gateway.register("model-a", fake_a.url, backend_model="backend-a")
+    body = _chat("Tell me about rivers.", conv="s", total=300, stream=True)
+    with gateway.client.stream("POST", "/v1/chat/completions", headers=ADMIN, json=body) as r:
+        assert r.status_code == 200
+        cap = int(r.headers["x-junction-budget-max-tokens"])
+        # sent before the turn ends: what is left with this turn's whole grant held
+        assert int(r.headers["x-junction-budget-remaining"]) == 300 - cap
+        text = "".join(r.iter_text())
+    assert fake_a.requests[-1]["max_tokens"] == cap and "[DONE]" in text
+    # the stream's usage is recorded just after [DONE]: the whole cap was generated and spent
+    key = "budget:conv:admin:s"
+    for _ in range(100):
+        ledger = asyncio.run_coroutine_threadsafe(
+            gateway.c.store.budget_get(key), gateway.server_loop()
+        ).result(10)
+        if ledger is not None and ledger.reserved == 0:
+            break
+        time.sleep(0.05)
+    assert ledger is not None and ledger.reserved == 0
+    assert ledger.spent == cap and ledger.turns == 1 and ledger.last_truncated
+    r = gateway.client.post(
+        "/v1/chat/completions", headers=ADMIN, json=_chat("More.", conv="s", total=300)
+    )
+    assert r.status_code == 200
+    n = r.json()["usage"]["completion_tokens"]
+    assert int(r.headers["x-junction-budget-remaining"]) == 300 - cap - n
 
 
 def test_replicas_share_one_budget_under_concurrency(
