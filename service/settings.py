@@ -76,6 +76,11 @@ class Settings(BaseSettings):
     )
 
     # --- routing
+    compute_threads: int = Field(
+        default=1,
+        ge=1,
+        description="math threads per worker (torch, BLAS); concurrency comes from workers",
+    )
     encoder_backend: Literal["torch", "onnx"] = "torch"
     embed_cache_size: int = Field(default=4096, ge=0, description="LRU of query embeddings")
     embed_batch_max: int = Field(default=64, gt=0)
