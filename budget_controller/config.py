@@ -87,8 +87,8 @@ class TrainConfig:
 
     seed: int = field(default=0, metadata={"help": "seed for problems, init and sampling"})
     all_subq: bool = field(default=False, metadata={"help": "train the All-SubQ variant"})
-    steps: int = field(default=200, metadata={"help": "GRPO iterations"})
-    problems_per_step: int = field(default=48, metadata={"help": "distinct problems per step"})
+    steps: int = field(default=400, metadata={"help": "GRPO iterations"})
+    problems_per_step: int = field(default=64, metadata={"help": "distinct problems per step"})
     num_generations: int = field(default=16, metadata={"help": "rollouts per problem (TRL's G)"})
     inner_epochs: int = field(default=2, metadata={"help": "policy updates per batch (TRL mu)"})
     lr: float = field(default=2e-3, metadata={"help": "AdamW learning rate"})
@@ -131,7 +131,7 @@ class EvalConfig:
 
     seeds: str = field(default="0,1,2", metadata={"help": "comma-separated training seeds"})
     num_problems: int = field(default=4000, metadata={"help": "test problems per seed"})
-    steps: int = field(default=200, metadata={"help": "GRPO steps per policy"})
+    steps: int = field(default=400, metadata={"help": "GRPO steps per policy"})
     checkpoints: str = field(
         default="", metadata={"help": "folder with tab[_all_subq]_seed{N}.pt; empty = train now"}
     )

@@ -64,6 +64,7 @@ def plot_frontier(report: dict[str, Any], path: Path) -> None:
 
 def plot_training(report: dict[str, Any], path: Path) -> None:
     import matplotlib
+    import numpy as np
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -74,12 +75,15 @@ def plot_training(report: dict[str, Any], path: Path) -> None:
         for run in report["training"].get(name, []):
             hist = run.get("history") or []
             steps = [h["step"] for h in hist]
-            axes[0].plot(steps, [h["reward"] for h in hist], color=color, alpha=0.5, lw=0.8)
+            r = np.array([h["reward"] for h in hist])
+            w = min(10, len(r)) or 1
+            smooth = np.convolve(r, np.ones(w) / w, mode="valid")  # rolling mean over w steps
+            axes[0].plot(steps[w - 1 :], smooth, color=color, alpha=0.7, lw=1.0)
             val = [(h["step"], h["val_reward"]) for h in hist if "val_reward" in h]
             if val:
                 axes[1].plot(*zip(*val, strict=True), color=color, marker="o", alpha=0.7)
         axes[0].plot([], [], color=color, label=name)
-    axes[0].set_title("GRPO mean trajectory reward (train)")
+    axes[0].set_title("GRPO mean trajectory reward (train, rolling mean of 10 steps)")
     axes[1].set_title("greedy reward on val problems")
     for ax in axes:
         ax.set_xlabel("step")
