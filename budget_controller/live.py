@@ -172,4 +172,8 @@ def _summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "accuracy": float(np.mean([all(t["correct"] for t in r["turns"]) for r in graded]))
         if graded
         else None,
+        # per sub-question: informative where whole problems are rarely solved (small models)
+        "turn_accuracy": float(np.mean([bool(t["correct"]) for r in graded for t in r["turns"]]))
+        if graded
+        else None,
     }
