@@ -208,7 +208,12 @@ def test_replicas_share_one_budget_under_concurrency(
                 json=_chat(f"question number {i} about chemistry", conv="shared", total=700),
             )
 
-        g2.client.get("/v1/models", headers=ADMIN)
+        for _ in range(100):  # g2 learns of model-a through the shared registry version
+            ids = [m["id"] for m in g2.client.get("/v1/models", headers=ADMIN).json()["data"]]
+            if "model-a" in ids:
+                break
+            time.sleep(0.05)
+        assert "model-a" in ids
         with ThreadPoolExecutor(12) as pool:
             rs = list(pool.map(turn, range(48)))
         ok = [r for r in rs if r.status_code == 200]
