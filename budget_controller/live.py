@@ -18,6 +18,7 @@ Usage::
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -40,12 +41,26 @@ SYSTEM = (
 )
 
 
+_ANSWER = re.compile(r"answer is:?\s*\(?([A-P])\b")
+_LETTER = re.compile(r"\(([A-P])\)|\b([A-P])\b")
+
+
+def extract_answer(reply: str) -> str | None:
+    """The letter after "answer is", else the last option-like letter ("(C)" or a lone "C")."""
+    found = _ANSWER.findall(reply)
+    if found:
+        return str(found[-1])
+    letters = [a or b for a, b in _LETTER.findall(reply)]
+    return letters[-1] if letters else None
+
+
 @dataclass
 class LiveTurn:
     granted: int
     completion_tokens: int
     finish_reason: str
     correct: bool | None
+    reply: str = ""  # the first 300 characters, for inspection
 
 
 def _gold(cfg: LiveConfig) -> dict[str, str]:
@@ -65,8 +80,6 @@ def run_episode(
     gold: dict[str, str],
 ) -> list[LiveTurn]:
     """One problem (``p`` has one row) through the real model."""
-    from service.live_eval import extract_letter
-
     data = env.data
     messages: list[dict[str, str]] = [{"role": "system", "content": SYSTEM}]
     used = np.zeros(1, dtype=np.float32)
@@ -100,8 +113,8 @@ def run_episode(
         n = int(body["usage"]["completion_tokens"])
         cut = choice.get("finish_reason") == "length"
         want = gold.get(str(data.query_ids[q]))
-        correct = None if not want else (not cut and extract_letter(text) == want)
-        turns.append(LiveTurn(granted, n, str(choice.get("finish_reason")), correct))
+        correct = None if not want else (not cut and extract_answer(text) == want)
+        turns.append(LiveTurn(granted, n, str(choice.get("finish_reason")), correct, text[:300]))
         messages.append({"role": "assistant", "content": text})
         used += n
         any_trunc = np.maximum(any_trunc, float(cut))
