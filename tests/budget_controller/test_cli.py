@@ -46,6 +46,7 @@ def test_budget_eval_writes_report_and_plots(tmp_path, capsys) -> None:
     for m in ("static", "difficulty", "tab", "tab_all_subq", "oracle"):
         assert all(r["over_budget_rate"] == 0 for r in report["methods"][m]["mean"])
     for m in ("tab", "tab_all_subq"):
+        assert set(report["summary"][m]) >= {"tokens_saved_vs_static", "oracle_gap"}
         saved = report["tokens_saved_vs_static"][m]
         assert len(saved["per_seed_by_budget"]) == 2
         assert set(report["targets"][m]) >= {"target", "measured_mean", "met_by_mean"}
