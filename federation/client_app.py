@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -86,8 +87,6 @@ def calibration_set(data: ClientData, model: int, frac: float, seed: int) -> Eva
     keep = np.zeros_like(sub.observed)
     keep[:, model] = sub.observed[:, model]
     nan = np.float32(np.nan)
-    from dataclasses import replace
-
     return replace(
         sub,
         scores=np.where(keep, sub.scores, nan),

@@ -10,12 +10,12 @@ A SuperNode's ``node_config`` picks the source:
   run config's ``logs`` (``partition.py``), for experiments.
 
 A client's own log is split 75/25 into train and test with the run's seed; its columns are
-aligned to the federation's candidate models (run config ``models``), rows of other models are
-dropped with a log line.
+aligned to the federation's candidate models (the ``models`` the server sends with every
+message), rows of other models are dropped with a log line.
 
 Usage::
 
-    data = client_data(cfg, context.node_config)
+    data = client_data(cfg, context.node_config, models)
 """
 
 from __future__ import annotations

@@ -96,6 +96,13 @@ def _wait_healthy(url: str, proc: subprocess.Popen[bytes], logfile: Path, timeou
     raise DeploymentError(f"the SuperLink did not come up in {timeout:.0f} s; see {logfile}")
 
 
+def models_in(paths: Sequence[Path]) -> list[str]:
+    """The models evaluated in any of the logs (this orchestrator runs beside every client)."""
+    from training.data.schema import read_log
+
+    return sorted({r.model for p in paths for r in read_log(p)})
+
+
 def run_local_deployment(
     cfg: FederationConfig,
     data: Sequence[Path],
@@ -158,6 +165,8 @@ def run_local_deployment(
                 ],
             )  # fmt: skip
         overrides = {**cfg.to_run_config(), "clients": len(data), "out-dir": str(out)}
+        if not cfg.model_list:  # the operator named no models: those the logs evaluate
+            overrides["models"] = ",".join(models_in(data))
         overrides.pop("server-eval", None)
         cmd = [
             _bin("flwr"), "run", str(app_dir), "junction-local",

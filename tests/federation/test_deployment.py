@@ -48,9 +48,8 @@ def deployed(tmp_path_factory: pytest.TempPathFactory):
         paths.append(
             write_log(to_rows(p.train, client_id=f"org{p.client}"), tmp / f"org{p.client}.jsonl")
         )
-    cfg = FederationConfig(
-        router="mlp", rounds=2, participation=1.0, hidden=32, models=",".join(m.models)
-    )
+    # No `models`: the deployment helper takes the models the logs evaluate.
+    cfg = FederationConfig(router="mlp", rounds=2, participation=1.0, hidden=32)
     before = flower_processes()
     path = run_local_deployment(cfg, paths, tmp / "out", timeout=420)
     return {"path": path, "parts": parts, "models": m.models, "before": before, "tmp": tmp}
