@@ -13,6 +13,7 @@ import numpy as np
 import numpy.typing as npt
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     Float,
@@ -147,3 +148,23 @@ class RegistryStateRow(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     version: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class ConversationBudgetRow(Base):
+    """One conversation's token budget ledger (``service.budget_ledger``), used without Redis.
+
+    ``expires_at`` is Unix seconds, not a ``DateTime``: the ledger compares it in SQL against a
+    bound ``now``, and a float compares the same way on SQLite (which keeps datetimes as text)
+    and PostgreSQL. Token counts are 64-bit: a client picks ``total_tokens``.
+    """
+
+    __tablename__ = "conversation_budgets"
+
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    total: Mapped[int] = mapped_column(BigInteger)
+    spent: Mapped[int] = mapped_column(BigInteger, default=0)
+    reserved: Mapped[int] = mapped_column(BigInteger, default=0)
+    turns: Mapped[int] = mapped_column(Integer, default=0)
+    any_truncated: Mapped[bool] = mapped_column(Boolean, default=False)
+    last_truncated: Mapped[bool] = mapped_column(Boolean, default=False)
+    expires_at: Mapped[float] = mapped_column(Float, index=True)

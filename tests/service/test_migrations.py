@@ -24,6 +24,11 @@ async def _roundtrip(url: str) -> None:
         assert set(Base.metadata.tables) <= tables
         assert "alembic_version" in tables
         await db.migrate()  # idempotent
+        # each revision comes off alone: 0002 takes only the budget ledgers with it
+        await db.migrate("0001", down=True)
+        assert await _tables(db) == tables - {"conversation_budgets"}
+        await db.migrate()
+        assert await _tables(db) == tables
         await db.migrate("base", down=True)
         assert await _tables(db) <= {"alembic_version"}
         await db.migrate()
