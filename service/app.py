@@ -1,8 +1,8 @@
 """The app factory: ``create_app(settings)`` builds the FastAPI app; nothing happens at import.
 
-Long-lived collaborators (database, shared store, encoder, LOCUS, upstream client, routing
-engine) are built in the lifespan and kept on ``app.state.components``; routes reach them through
-``service.deps``.
+Long-lived collaborators (database, shared store, budget ledgers, encoder, LOCUS, upstream
+client, routing engine) are built in the lifespan and kept on ``app.state.components``; routes
+reach them through ``service.deps``.
 
 Usage::
 
@@ -25,6 +25,7 @@ from fastapi import FastAPI
 from service.accounting import Accounting
 from service.admin.routers_service import RouterRegistry
 from service.auth import Authenticator
+from service.budget_ledger import DatabaseBudgetLedger
 from service.catalog import VERSION_KEY, Catalog
 from service.db.engine import Database
 from service.handlers import install_handlers
@@ -36,7 +37,7 @@ from service.routing.engine import RoutingEngine
 from service.routing.registry import load_pool, read_version
 from service.routing.scoring import LocusScorer, ModelEmbedder, Scorer
 from service.settings import Settings
-from service.state import StateStore, make_store
+from service.state import BudgetLedgerStore, StateStore, make_store
 from service.upstream.client import UpstreamClient
 from service.upstream.health import BackendHealth
 from service.upstream.replay import ReplayBackend
@@ -53,6 +54,7 @@ class Components:
     settings: Settings
     db: Database
     store: StateStore
+    budgets: BudgetLedgerStore
     auth: Authenticator
     metrics: Metrics
     embedder: BatchingEmbedder
@@ -152,6 +154,9 @@ def build_components(
 ) -> Components:
     db = Database(settings.database_url)
     store = make_store(settings.redis_url, prefix=settings.redis_prefix)
+    # Budget ledgers must outlive a restart and be shared by replicas: in Redis when there is
+    # one, else in the database (the in-process store would lose them).
+    budgets: BudgetLedgerStore = store if settings.redis_url else DatabaseBudgetLedger(db)
     metrics = Metrics()
     enc = encoder or default_encoder(settings)
     embedder = BatchingEmbedder(
@@ -204,11 +209,13 @@ def build_components(
         store=store,
         metrics=metrics,
         settings=settings,
+        budgets=budgets,
     )
     c = Components(
         settings=settings,
         db=db,
         store=store,
+        budgets=budgets,
         auth=auth,
         metrics=metrics,
         embedder=embedder,

@@ -3,9 +3,9 @@
 The order of one request: parse and validate (400 before anything else), conversation state,
 the turn's token budget (a conversation with ``budget.total_tokens``: the TAB policy picks this
 turn's ``max_tokens``, clamped to what the client asked and to what is left, and reserves it
-atomically in the state store; the real completion tokens are settled afterwards, and an
-exhausted conversation gets a 429 ``conversation_budget_exceeded``), routing (or the concrete
-model), admission (rate limits, spend reservation), upstream attempts
+atomically in the budget ledger (Redis, else the database); the real completion tokens are
+settled afterwards, and an exhausted conversation gets a 429 ``conversation_budget_exceeded``),
+routing (or the concrete model), admission (rate limits, spend reservation), upstream attempts
 (retry once on a transient failure, then the next candidate nearest in LOCUS space), then the
 response. Every decision is made before the first byte; after it, a failure becomes an SSE error
 event followed by ``[DONE]``.
@@ -13,7 +13,7 @@ event followed by ``[DONE]``.
 Usage::
 
     serving = OpenAIServing(engine=..., upstream=..., health=..., replay=..., accounting=...,
-                            store=..., metrics=..., settings=...)
+                            store=..., metrics=..., settings=..., budgets=...)
     response = await serving.create(raw_body, headers, principal, kind="chat")
 """
 
@@ -58,7 +58,7 @@ from service.openai.protocol import (
 from service.routing.engine import Decision, RouteQuery, RoutingEngine
 from service.routing.registry import PoolEntry
 from service.settings import Settings
-from service.state import BudgetGrant, BudgetLedger, StateStore
+from service.state import BudgetGrant, BudgetLedger, BudgetLedgerStore, StateStore
 from service.tokens import count_prompt_tokens, count_tokens, estimate_tokens
 from service.upstream.client import (
     DONE,
@@ -164,6 +164,7 @@ class OpenAIServing:
         metrics: Metrics,
         settings: Settings,
         budget_controller: BudgetController | None = None,
+        budgets: BudgetLedgerStore | None = None,
     ) -> None:
         self.engine = engine
         self.upstream = upstream
@@ -171,6 +172,8 @@ class OpenAIServing:
         self.replay = replay
         self.accounting = accounting
         self.store = store
+        # Conversation budget ledgers: the state store unless the app keeps them elsewhere.
+        self.budgets: BudgetLedgerStore = budgets if budgets is not None else store
         self.metrics = metrics
         self.settings = settings
         self._tasks: set[asyncio.Task[None]] = set()
@@ -340,7 +343,7 @@ class OpenAIServing:
         turn's ``total_tokens`` fixes a conversation's budget."""
         assert prep.total_tokens is not None
         key = "budget:" + (prep.conv_key or f"request:{prep.request_id}")
-        ledger = await self.store.budget_get(key)
+        ledger = await self.budgets.budget_get(key)
         total = ledger.total if ledger else prep.total_tokens
         if ledger is not None and ledger.left <= 0:
             raise self._over_budget(ledger)
@@ -349,7 +352,7 @@ class OpenAIServing:
             wanted = ledger.left if ledger else total
         if prep.max_tokens is not None:
             wanted = min(wanted, prep.max_tokens)
-        grant: BudgetGrant = await self.store.budget_reserve(
+        grant: BudgetGrant = await self.budgets.budget_reserve(
             key, total=total, wanted=max(1, wanted), ttl_s=self.settings.conversation_ttl_s
         )
         if grant.granted <= 0:
@@ -375,7 +378,7 @@ class OpenAIServing:
         prep.budget_key = None  # settle once
         if used > granted:
             log.warning("completion of %d tokens exceeds its max_tokens %d", used, granted)
-        ledger = await self.store.budget_settle(
+        ledger = await self.budgets.budget_settle(
             key,
             granted=granted,
             used=used,

@@ -1,25 +1,34 @@
 """Conversation token budgets: the TAB policy sets each turn's max_tokens, reserved atomically.
 
-The ledger primitive (in-process and Redis) under concurrency and across a restart; the gateway
-with a fake vLLM (policy-chosen max_tokens, clamping, a clear 429, replicas sharing Redis); and
-the real SmolLM2 CPU server under concurrent turns of one conversation.
+The ledger primitive (in-process, Redis, and the database ledger on SQLite and PostgreSQL) under
+concurrency, across replicas and across a restart; the gateway with a fake vLLM (policy-chosen
+max_tokens, clamping, a clear 429, a restart on one SQLite file, replicas sharing Redis or one
+PostgreSQL); and the real SmolLM2 CPU server under concurrent turns of one conversation.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
+import itertools
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import select
 
 from budget_controller import BudgetController
+from service.budget_ledger import MAX_KEY_CHARS, MAX_TOTAL_TOKENS, DatabaseBudgetLedger
+from service.db.engine import Database
+from service.db.models import ConversationBudgetRow
 from service.llama_server import ALIAS, LlamaServer
-from service.state import MemoryStore, RedisStore, StateStore
+from service.state import BudgetLedger, BudgetLedgerStore, MemoryStore, RedisStore
 from tests.service.helpers import (
     ADMIN,
     Gateway,
@@ -31,17 +40,72 @@ from tests.service.helpers import (
 )
 
 TTL = 3600
+OpenLedger = Callable[[], AbstractAsyncContextManager[BudgetLedgerStore]]
+# Where a ledger can live; the durable ones outlive a gateway process and are shared by replicas.
+DURABLE = [
+    pytest.param("redis", marks=pytest.mark.integration),
+    "sqlite",
+    pytest.param("postgres", marks=pytest.mark.integration),
+]
 
 
-async def _hammer(store: StateStore, key: str, *, total: int, n: int, wanted: int) -> list[int]:
+def _opener(request: pytest.FixtureRequest, tmp_path: Path) -> OpenLedger:
+    """Each call opens the ledger afresh on the test's backend, as a new gateway process would."""
+    kind: str = request.param
+    if kind == "redis":
+        url = request.getfixturevalue("redis_url")
+        prefix = request.getfixturevalue("redis_prefix")
+    elif kind == "postgres":
+        url = request.getfixturevalue("postgres_url")
+    else:
+        url = f"sqlite:///{tmp_path / 'ledger.db'}"
+
+    @asynccontextmanager
+    async def open_ledger() -> AsyncIterator[BudgetLedgerStore]:
+        if kind == "memory":
+            yield MemoryStore()
+        elif kind == "redis":
+            store = RedisStore(url, prefix=prefix)
+            try:
+                yield store
+            finally:
+                await store.close()
+        else:
+            db = Database(url)
+            try:
+                await db.migrate()
+                yield DatabaseBudgetLedger(db)
+            finally:
+                await db.dispose()
+
+    return open_ledger
+
+
+@pytest.fixture(params=["memory", *DURABLE])
+def open_ledger(request: pytest.FixtureRequest, tmp_path: Path) -> OpenLedger:
+    return _opener(request, tmp_path)
+
+
+@pytest.fixture(params=DURABLE)
+def open_durable_ledger(request: pytest.FixtureRequest, tmp_path: Path) -> OpenLedger:
+    return _opener(request, tmp_path)
+
+
+async def _hammer(
+    stores: Sequence[BudgetLedgerStore], key: str, *, total: int, n: int, wanted: int
+) -> list[int]:
+    """``n`` reservations at once, spread over ``stores`` (replicas) round-robin."""
     grants = await asyncio.gather(
-        *(store.budget_reserve(key, total=total, wanted=wanted, ttl_s=TTL) for _ in range(n))
+        *(
+            stores[i % len(stores)].budget_reserve(key, total=total, wanted=wanted, ttl_s=TTL)
+            for i in range(n)
+        )
     )
     return [g.granted for g in grants]
 
 
-async def _ledger_contract(store: StateStore, key: str) -> None:
-    granted = await _hammer(store, key, total=100, n=40, wanted=7)
+async def _ledger_contract(store: BudgetLedgerStore, key: str) -> None:
+    granted = await _hammer([store], key, total=100, n=40, wanted=7)
     assert sum(granted) == 100 and max(granted) == 7 and granted.count(0) == 40 - 15
     ledger = await store.budget_get(key)
     assert ledger is not None and ledger.reserved == 100 and ledger.left == 0
@@ -56,9 +120,11 @@ async def _ledger_contract(store: StateStore, key: str) -> None:
         key, granted=7, used=0, truncated=False, turn=False, ttl_s=TTL
     )
     assert after is not None and after.turns == 2 and after.left == 4 + 7
+    assert after.any_truncated and after.last_truncated  # untouched by a non-turn
     # the first reservation fixed the total: a later, larger total does not raise it
     g = await store.budget_reserve(key, total=10_000, wanted=1000, ttl_s=TTL)
     assert g.granted == 11 and g.ledger.total == 100
+    assert g.ledger == await store.budget_get(key)
     assert (
         await store.budget_settle(
             "missing", granted=1, used=1, truncated=False, turn=True, ttl_s=TTL
@@ -67,19 +133,149 @@ async def _ledger_contract(store: StateStore, key: str) -> None:
     )
 
 
-def test_memory_ledger_never_overgrants() -> None:
-    asyncio.run(_ledger_contract(MemoryStore(), "budget:c"))
-
-
-def test_redis_ledger_never_overgrants_and_survives_restart(redis_url, redis_prefix) -> None:
+def test_ledger_never_overgrants(open_ledger: OpenLedger) -> None:
     async def run() -> None:
-        store = RedisStore(redis_url, prefix=redis_prefix)
-        await _ledger_contract(store, "budget:c")
-        before = await store.budget_get("budget:c")
-        await store.close()
-        again = RedisStore(redis_url, prefix=redis_prefix)  # a restarted gateway
-        assert await again.budget_get("budget:c") == before
-        await again.close()
+        async with open_ledger() as store:
+            await _ledger_contract(store, "budget:c")
+
+    asyncio.run(run())
+
+
+def test_an_expired_ledger_starts_afresh(open_ledger: OpenLedger) -> None:
+    async def run() -> None:
+        async with open_ledger() as store:
+            g = await store.budget_reserve("budget:e", total=100, wanted=60, ttl_s=0)
+            assert g.granted == 60
+            await asyncio.sleep(0.05)
+            assert await store.budget_get("budget:e") is None
+            settled = await store.budget_settle(
+                "budget:e", granted=60, used=60, truncated=False, turn=True, ttl_s=TTL
+            )
+            assert settled is None  # too late: the turn's conversation is gone
+            g = await store.budget_reserve("budget:e", total=50, wanted=60, ttl_s=TTL)
+            assert g.granted == 50 and g.ledger == BudgetLedger(total=50, reserved=50)
+
+    asyncio.run(run())
+
+
+REPLICAS, RESERVATIONS, WANTED, BUDGET = 4, 200, 7, 1000
+
+
+def test_replicas_share_one_ledger_that_survives_a_restart(
+    open_durable_ledger: OpenLedger,
+) -> None:
+    """200 reservations at once through 4 independent clients (pools) never over-grant."""
+
+    async def run() -> None:
+        async with contextlib.AsyncExitStack() as stack:
+            replicas = [
+                await stack.enter_async_context(open_durable_ledger()) for _ in range(REPLICAS)
+            ]
+            granted = await _hammer(
+                replicas, "budget:r", total=BUDGET, n=RESERVATIONS, wanted=WANTED
+            )
+            assert sum(granted) == BUDGET  # every token granted, and none twice
+            assert granted.count(WANTED) == BUDGET // WANTED and granted.count(BUDGET % WANTED) == 1
+            # every turn settles at once, each using all but (i % 3) of its grant
+            used = [max(0, g - i % 3) for i, g in enumerate(granted)]
+            await asyncio.gather(
+                *(
+                    replicas[i % REPLICAS].budget_settle(
+                        "budget:r", granted=g, used=u, truncated=u == g, turn=g > 0, ttl_s=TTL
+                    )
+                    for i, (g, u) in enumerate(zip(granted, used, strict=True))
+                )
+            )
+            before = await replicas[0].budget_get("budget:r")
+            assert before is not None
+            assert before.spent == sum(used) and before.reserved == 0
+            assert before.turns == sum(g > 0 for g in granted)
+        async with open_durable_ledger() as again:  # every replica gone; a new one starts
+            assert await again.budget_get("budget:r") == before
+            g = await again.budget_reserve("budget:r", total=BUDGET, wanted=10_000, ttl_s=TTL)
+            assert g.granted == BUDGET - sum(used)
+
+    asyncio.run(run())
+
+
+def test_replicas_reserving_and_settling_at_once_book_exactly(
+    open_durable_ledger: OpenLedger,
+) -> None:
+    """Turns on 4 replicas reserve, then settle, until the budget is gone: what they booked is
+    what the ledger spent, within the budget, and no reservation is left behind."""
+
+    async def run() -> None:
+        async with contextlib.AsyncExitStack() as stack:
+            replicas = [
+                await stack.enter_async_context(open_durable_ledger()) for _ in range(REPLICAS)
+            ]
+            booked: list[int] = []
+
+            async def turns(worker: int) -> None:
+                store = replicas[worker % REPLICAS]
+                for i in itertools.count():
+                    g = await store.budget_reserve(
+                        "budget:m", total=BUDGET, wanted=5 + worker % 7, ttl_s=TTL
+                    )
+                    if g.granted == 0:
+                        return
+                    u = max(0, g.granted - (worker + i) % 4)
+                    booked.append(u)
+                    await store.budget_settle(
+                        "budget:m",
+                        granted=g.granted,
+                        used=u,
+                        truncated=False,
+                        turn=True,
+                        ttl_s=TTL,
+                    )
+
+            await asyncio.gather(*(turns(w) for w in range(24)))
+            ledger = await replicas[0].budget_get("budget:m")
+            assert ledger is not None and ledger.reserved == 0
+            assert ledger.spent == sum(booked) and ledger.turns == len(booked)
+            assert BUDGET - 3 * 24 <= ledger.spent <= BUDGET
+
+    asyncio.run(run())
+
+
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.integration)]
+)
+def test_database_ledger_purges_expired_rows_and_fits_long_keys(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    if backend == "postgres":
+        url = request.getfixturevalue("postgres_url")
+    else:
+        url = f"sqlite:///{tmp_path / 'ledger.db'}"
+
+    async def rows(db: Database) -> list[str]:
+        async with db.engine.connect() as conn:
+            return list((await conn.execute(select(ConversationBudgetRow.key))).scalars())
+
+    async def run() -> None:
+        db = Database(url)
+        try:
+            await db.migrate()
+            ledger = DatabaseBudgetLedger(db, purge_every_s=0)
+            await ledger.budget_reserve("budget:old", total=10, wanted=1, ttl_s=0)
+            await asyncio.sleep(0.05)
+            # client-chosen ids can be long; two that share a long prefix stay apart
+            long_a, long_b = "budget:" + "x" * 400 + "a", "budget:" + "x" * 400 + "b"
+            await ledger.budget_reserve(long_a, total=10, wanted=4, ttl_s=TTL)
+            await ledger.budget_reserve(long_b, total=20, wanted=9, ttl_s=TTL)
+            keys = await rows(db)
+            assert "budget:old" not in keys and len(keys) == 2
+            assert all(len(k) <= MAX_KEY_CHARS for k in keys)
+            a, b = await ledger.budget_get(long_a), await ledger.budget_get(long_b)
+            assert a == BudgetLedger(total=10, reserved=4)
+            assert b == BudgetLedger(total=20, reserved=9)
+            # a budget beyond a 64-bit column is stored as (practically) unlimited
+            g = await ledger.budget_reserve("budget:huge", total=10**30, wanted=10**6, ttl_s=TTL)
+            assert g.granted == 10**6 and g.ledger.total == MAX_TOTAL_TOKENS
+        finally:
+            await db.dispose()
 
     asyncio.run(run())
 
@@ -174,7 +370,7 @@ def test_streamed_turns_are_capped_and_settled(gateway: Gateway, fake_a) -> None
     key = "budget:conv:admin:s"
     for _ in range(100):
         ledger = asyncio.run_coroutine_threadsafe(
-            gateway.c.store.budget_get(key), gateway.server_loop()
+            gateway.c.budgets.budget_get(key), gateway.server_loop()
         ).result(10)
         if ledger is not None and ledger.reserved == 0:
             break
@@ -189,24 +385,70 @@ def test_streamed_turns_are_capped_and_settled(gateway: Gateway, fake_a) -> None
     assert int(r.headers["x-junction-budget-remaining"]) == 300 - cap - n
 
 
-def test_replicas_share_one_budget_under_concurrency(
-    tmp_path, fake_a, redis_url, redis_prefix
-) -> None:
+def _turn_in(gw: Gateway, text: str, *, conv: str, total: int) -> httpx.Response:
+    return gw.client.post(
+        "/v1/chat/completions", headers=ADMIN, json=_chat(text, conv=conv, total=total)
+    )
+
+
+def _ledger_of(gw: Gateway, key: str) -> BudgetLedger | None:
+    return asyncio.run_coroutine_threadsafe(gw.c.budgets.budget_get(key), gw.server_loop()).result(
+        10
+    )
+
+
+def test_a_restarted_gateway_continues_the_budget_without_redis(tmp_path, fake_a) -> None:
+    """No Redis: the ledger lives in the SQLite file, so a new gateway process on that file
+    carries on the conversation with what is left of its budget."""
     fake_a.reply = " ".join(f"w{i}" for i in range(400))
-    s1 = make_settings(tmp_path, redis_url=redis_url, redis_prefix=redis_prefix)
-    with (
-        run_gateway(s1) as g1,
-        run_gateway(s1.model_copy(update={"database_url": s1.database_url})) as g2,
-    ):
+    settings = make_settings(tmp_path)
+    assert settings.redis_url is None
+    with run_gateway(settings) as g1:
+        g1.register("model-a", fake_a.url, backend_model="backend-a")
+        r = _turn_in(g1, "What is a river delta?", conv="r", total=300)
+        assert r.status_code == 200, r.text
+        spent = r.json()["usage"]["completion_tokens"]
+        assert int(r.headers["x-junction-budget-remaining"]) == 300 - spent
+    with run_gateway(settings) as g2:  # nothing in-process survives; the database does
+        assert _ledger_of(g2, "budget:conv:admin:r") == BudgetLedger(
+            total=300, spent=spent, turns=1, any_truncated=True, last_truncated=True
+        )
+        for i in range(100):
+            r = _turn_in(g2, f"And follow-up {i}?", conv="r", total=10_000)
+            if r.status_code != 200:
+                break
+            spent += r.json()["usage"]["completion_tokens"]
+            # the first turn's total still holds: a later, larger one does not raise it
+            assert int(r.headers["x-junction-budget-remaining"]) == 300 - spent
+        assert i > 0 and spent == 300
+        assert_error_shape(r, 429, "conversation_budget_exceeded")
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("shared", ["redis", "postgres"])
+def test_replicas_share_one_budget_under_concurrency(
+    tmp_path, fake_a, shared: str, request: pytest.FixtureRequest
+) -> None:
+    """Two gateways share one conversation's budget through Redis, or without Redis through
+    one PostgreSQL database; a third started afterwards sees what is left."""
+    fake_a.reply = " ".join(f"w{i}" for i in range(400))
+    if shared == "redis":
+        s1 = make_settings(
+            tmp_path,
+            redis_url=request.getfixturevalue("redis_url"),
+            redis_prefix=request.getfixturevalue("redis_prefix"),
+        )
+    else:
+        s1 = make_settings(tmp_path, database_url=request.getfixturevalue("postgres_url"))
+    with run_gateway(s1) as g1, run_gateway(s1) as g2:
+        assert type(g1.c.budgets).__name__ == (
+            "RedisStore" if shared == "redis" else "DatabaseBudgetLedger"
+        )
         g1.register("model-a", fake_a.url, backend_model="backend-a")
 
         def turn(i: int) -> httpx.Response:
             gw = (g1, g2)[i % 2]
-            return gw.client.post(
-                "/v1/chat/completions",
-                headers=ADMIN,
-                json=_chat(f"question number {i} about chemistry", conv="shared", total=700),
-            )
+            return _turn_in(gw, f"question number {i} about chemistry", conv="shared", total=700)
 
         for _ in range(100):  # g2 learns of model-a through the shared registry version
             ids = [m["id"] for m in g2.client.get("/v1/models", headers=ADMIN).json()["data"]]
@@ -222,18 +464,17 @@ def test_replicas_share_one_budget_under_concurrency(
         for r in rs:
             if r.status_code != 200:
                 assert_error_shape(r, 429, "conversation_budget_exceeded")
-        # a restarted gateway (a third app on the same Redis) sees what is left
-        with run_gateway(s1) as g3:
-            r = g3.client.post(
-                "/v1/chat/completions",
-                headers=ADMIN,
-                json=_chat("after restart", conv="shared", total=700),
-            )
-            if used == 700:
-                assert_error_shape(r, 429, "conversation_budget_exceeded")
-            else:
-                assert r.status_code == 200
-                assert r.json()["usage"]["completion_tokens"] <= 700 - used
+        ledger = _ledger_of(g2, "budget:conv:admin:shared")
+        assert ledger is not None and ledger.spent == used and ledger.reserved == 0
+        assert ledger.turns == len(ok)
+    # a restarted gateway (a new app on the same Redis or database) sees what is left
+    with run_gateway(s1) as g3:
+        r = _turn_in(g3, "after restart", conv="shared", total=700)
+        if used == 700:
+            assert_error_shape(r, 429, "conversation_budget_exceeded")
+        else:
+            assert r.status_code == 200
+            assert r.json()["usage"]["completion_tokens"] <= 700 - used
 
 
 # --- the real CPU model
@@ -293,6 +534,6 @@ def test_smollm2_turns_are_capped_and_the_total_holds_under_concurrency(tmp_path
         for r in refused:
             assert_error_shape(r, 429, "conversation_budget_exceeded")
         ledger = asyncio.run_coroutine_threadsafe(
-            gw.c.store.budget_get("budget:conv:admin:live"), gw.server_loop()
+            gw.c.budgets.budget_get("budget:conv:admin:live"), gw.server_loop()
         ).result(10)
         assert ledger is not None and ledger.spent == used and ledger.reserved == 0
