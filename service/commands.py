@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -71,6 +72,9 @@ def _serve(args: argparse.Namespace) -> int:
         importlib.util.find_spec("uvloop") is not None
         and importlib.util.find_spec("httptools") is not None
     )
+    # uvicorn re-raises the SIGTERM it caught once it has shut down; with this handler that
+    # becomes SystemExit, so the `finally` below still stops SmolLM2's server.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         uvicorn.run(
             "service.commands:app_from_env",

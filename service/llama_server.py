@@ -51,6 +51,17 @@ def llama_server_available() -> bool:
 _PASSED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "LD_LIBRARY_PATH", "VIRTUAL_ENV")
 
 
+def _die_with_parent() -> None:
+    """In the child before exec (Linux): SIGTERM it when the gateway dies, even by SIGKILL."""
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
 def server_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k in _PASSED_ENV or k.startswith("OMP_")}
 
@@ -90,7 +101,11 @@ class LlamaServer:
 
     def start(self, *, timeout_s: float = 60.0) -> str:
         self.proc = subprocess.Popen(
-            self.command(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=server_env()
+            self.command(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=server_env(),
+            preexec_fn=_die_with_parent if sys.platform == "linux" else None,  # noqa: PLW1509
         )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

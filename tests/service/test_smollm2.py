@@ -4,8 +4,15 @@ committed measured evaluations, called with the official openai client."""
 from __future__ import annotations
 
 import importlib.util
+import os
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
+import httpx
 import openai
 import pytest
 
@@ -77,3 +84,63 @@ def test_chat_and_stream_through_smollm2(gw: Gateway) -> None:
     assert last.usage.completion_tokens > 0 and last.usage.prompt_tokens > 0
     assert "".join(c.choices[0].delta.content or "" for c in body)
     assert all(c.model == ALIAS for c in chunks)
+
+
+def _children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(c) for c in path.read_text().split()] if path.exists() else []
+
+
+def _gone(pid: int, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        # a zombie child of this process counts as gone once it is reaped
+        if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+            return True
+        time.sleep(0.1)
+    return False
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_serve_never_leaves_the_model_server_behind(tmp_path, sig: signal.Signals) -> None:
+    if importlib.util.find_spec("llama_cpp") is None:
+        pytest.skip("llama-cpp-python is not installed")
+    port, llama_port = free_port(), free_port()
+    env = {
+        **os.environ,
+        "JUNCTION_DATA_DIR": str(tmp_path),
+        "JUNCTION_LOAD_DEFAULT_BUNDLE": "false",
+        "JUNCTION_HEALTH_PROBE_INTERVAL_S": "0",
+    }
+    cmd = [sys.executable, "-m", "service.cli", "serve", "--port", str(port)]
+    proc = subprocess.Popen(
+        [*cmd, "--smollm2-port", str(llama_port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, "the gateway exited during start-up"
+            assert time.monotonic() < deadline, "the gateway did not become ready"
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health/liveness", timeout=1).is_success:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        (llama,) = _children(proc.pid)
+        assert httpx.get(f"http://127.0.0.1:{llama_port}/v1/models", timeout=5).is_success
+        proc.send_signal(sig)
+        proc.wait(30)
+        assert _gone(llama, 15), f"the model server outlived the gateway ({sig.name})"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
