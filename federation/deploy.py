@@ -17,7 +17,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,9 +24,8 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import httpx
-
 from federation.config import FederationConfig
+from service.local_servers import NotUp, free_port, wait_until_up
 
 log = logging.getLogger(__name__)
 
@@ -36,12 +34,6 @@ REPO = Path(__file__).resolve().parent.parent
 
 class DeploymentError(RuntimeError):
     """The Deployment Engine run failed; the message names the log to read."""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def toml_value(v: object) -> str:
@@ -83,17 +75,10 @@ def _stop(procs: Sequence[subprocess.Popen[bytes]], grace: float = 10.0) -> None
 
 
 def _wait_healthy(url: str, proc: subprocess.Popen[bytes], logfile: Path, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise DeploymentError(f"the SuperLink exited with {proc.returncode}; see {logfile}")
-        try:
-            if httpx.get(url, timeout=1.0).status_code < 500:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    raise DeploymentError(f"the SuperLink did not come up in {timeout:.0f} s; see {logfile}")
+    try:
+        wait_until_up(url, timeout_s=timeout, proc=proc, name="SuperLink")
+    except NotUp as e:
+        raise DeploymentError(f"{e}; see {logfile}") from None
 
 
 def models_in(paths: Sequence[Path]) -> list[str]:

