@@ -34,7 +34,7 @@ from tqdm import tqdm
 
 from budget_controller.config import EnvConfig, PolicyConfig, TrainConfig
 from budget_controller.data import Problems, SolverData
-from budget_controller.env import Allocator, FloatArray, ReplayEnv
+from budget_controller.env import Allocator, FloatArray, ReplayEnv, Rollout
 from budget_controller.features import FeatureSpec, TurnState, encode
 from budget_controller.length import LengthPredictor
 from budget_controller.model import BudgetPolicy
@@ -100,11 +100,9 @@ class TrainResult:
     seconds: float
 
 
-def _validate(
-    policy: BudgetPolicy, spec: FeatureSpec, env: ReplayEnv, val: Problems, cfg: TrainConfig
-) -> dict[str, float]:
-    out = env.rollout(val, policy_allocator(policy, spec, val, greedy=True))
-    r = trajectory_reward(
+def _reward(out: Rollout, cfg: TrainConfig) -> FloatArray:
+    """Each episode's reward: solved, minus the penalty for budgets asked beyond the problem's."""
+    return trajectory_reward(
         out.solved,
         out.asked.sum(axis=1),
         out.tokens,
@@ -112,6 +110,13 @@ def _validate(
         over_penalty=cfg.over_penalty,
         token_cost=cfg.token_cost,
     )
+
+
+def _validate(
+    policy: BudgetPolicy, spec: FeatureSpec, env: ReplayEnv, val: Problems, cfg: TrainConfig
+) -> dict[str, float]:
+    out = env.rollout(val, policy_allocator(policy, spec, val, greedy=True))
+    r = _reward(out, cfg)
     return {
         "val_reward": float(r.mean()),
         "val_accuracy": float(out.solved.mean()),
@@ -158,14 +163,7 @@ def train(
         out = env.rollout(
             p, policy_allocator(policy, spec, p, greedy=False, generator=gen, trace=trace)
         )
-        R = trajectory_reward(
-            out.solved,
-            out.asked.sum(axis=1),
-            out.tokens,
-            out.budget,
-            over_penalty=cfg.over_penalty,
-            token_cost=cfg.token_cost,
-        )
+        R = _reward(out, cfg)
         adv_ep = group_advantages(R, G, scale=cfg.scale_rewards)
         emb = torch.from_numpy(np.concatenate(trace.emb))
         scal = torch.from_numpy(np.concatenate(trace.scal))

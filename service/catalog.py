@@ -108,6 +108,33 @@ class Catalog:
         await self.store.set_int_max(VERSION_KEY, version)
         await self.on_change()
 
+    def _row(
+        self,
+        spec: ModelSpec,
+        embedding: Array,
+        *,
+        num_evaluations: int,
+        mean_prompt_tokens: float,
+        mean_completion_tokens: float,
+        meta: dict[str, Any],
+    ) -> ModelRow:
+        """A new enabled model row, stamped with the weights that embedded it."""
+        return ModelRow(
+            name=spec.name,
+            backend_kind=spec.backend_kind,
+            backend_url=spec.backend_url,
+            backend_model=spec.backend_model,
+            backend_api_key=spec.backend_api_key,
+            input_per_mtok=spec.input_per_mtok,
+            output_per_mtok=spec.output_per_mtok,
+            embedding=to_blob(embedding),
+            num_evaluations=num_evaluations,
+            mean_prompt_tokens=mean_prompt_tokens,
+            mean_completion_tokens=mean_completion_tokens,
+            enabled=True,
+            meta={**spec.meta, **meta, "embedder": self.embedder_id},
+        )
+
     async def register(self, spec: ModelSpec, evals: Sequence[EvalInput]) -> ModelRow:
         if len(evals) < self.min_evaluations:
             raise UnprocessableEntity(
@@ -121,20 +148,13 @@ class Catalog:
         z = await self._embed(X[use], y[use])
         ptoks = [e.prompt_tokens for e in evals if e.prompt_tokens is not None]
         ctoks = [e.completion_tokens for e in evals if e.completion_tokens is not None]
-        row = ModelRow(
-            name=spec.name,
-            backend_kind=spec.backend_kind,
-            backend_url=spec.backend_url,
-            backend_model=spec.backend_model,
-            backend_api_key=spec.backend_api_key,
-            input_per_mtok=spec.input_per_mtok,
-            output_per_mtok=spec.output_per_mtok,
-            embedding=to_blob(z),
+        row = self._row(
+            spec,
+            z,
             num_evaluations=len(evals),
             mean_prompt_tokens=float(np.mean(ptoks)) if ptoks else 0.0,
             mean_completion_tokens=float(np.mean(ctoks)) if ctoks else 0.0,
-            enabled=True,
-            meta={**spec.meta, "mean_score": float(y.mean()), "embedder": self.embedder_id},
+            meta={"mean_score": float(y.mean())},
         )
         async with self.db.session() as s:
             s.add(row)
@@ -179,23 +199,14 @@ class Catalog:
             if exists:
                 return False
             s.add(
-                ModelRow(
-                    name=spec.name,
-                    backend_kind=spec.backend_kind,
-                    backend_url=spec.backend_url,
-                    backend_model=spec.backend_model,
-                    backend_api_key=spec.backend_api_key,
-                    input_per_mtok=spec.input_per_mtok,
-                    output_per_mtok=spec.output_per_mtok,
-                    embedding=to_blob(embedding),
+                self._row(
+                    spec,
+                    embedding,
                     num_evaluations=num_evaluations,
                     mean_prompt_tokens=mean_prompt_tokens,
                     mean_completion_tokens=mean_completion_tokens,
-                    enabled=True,
                     # Re-embedding blends this base with embeddings of evaluations added later.
                     meta={
-                        **spec.meta,
-                        "embedder": self.embedder_id,
                         "base_embedding": [float(v) for v in embedding],
                         "base_evaluations": num_evaluations,
                     },
