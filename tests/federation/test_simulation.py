@@ -113,7 +113,9 @@ def test_robust_aggregation_under_attack(attack: str, mlp_reports, tmp_path: Pat
         )
     else:  # the x100 update is clipped in every round
         assert all(0 < a["clipped"]["0"] < 0.1 for a in agg)
-    assert abs(r["auc"]["federated"] - clean) < 0.03, (r["auc"]["federated"], clean)
+    # The attack must not cost AUC. Ray's client scheduling makes these small runs
+    # non-deterministic by about +-0.03, so an attacked run may also land above the clean one.
+    assert r["auc"]["federated"] > clean - 0.03, (r["auc"]["federated"], clean)
 
 
 def test_new_clients_join_then_model_expansion_trains_only_the_new_head(tmp_path: Path) -> None:
