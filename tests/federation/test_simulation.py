@@ -102,20 +102,27 @@ def test_kmeans_two_passes_in_flower_equal_the_direct_computation(
 
 @pytest.mark.parametrize("attack", ["scale100", "nan"])
 def test_robust_aggregation_under_attack(attack: str, mlp_reports, tmp_path: Path) -> None:
-    clean = mlp_reports[0]["auc"]["federated"]
-    r = simulate(
-        small(router="mlp", seed=0, attack=attack, robust="clip"), tmp_path, progress=False
-    )
-    agg = r["aggregation"]["train"]
-    if attack == "nan":  # every NaN update is rejected, with the reason recorded
-        assert all(
-            a["rejected"] == {"0": "array 'trunk.0.weight' has non-finite values"} for a in agg
+    attacked = {
+        s: simulate(
+            small(router="mlp", seed=s, attack=attack, robust="clip"),
+            tmp_path / str(s),
+            progress=False,
         )
-    else:  # the x100 update is clipped in every round
-        assert all(0 < a["clipped"]["0"] < 0.1 for a in agg)
-    # The attack must not cost AUC. Ray's client scheduling makes these small runs
-    # non-deterministic by about +-0.03, so an attacked run may also land above the clean one.
-    assert r["auc"]["federated"] > clean - 0.03, (r["auc"]["federated"], clean)
+        for s in SEEDS
+    }
+    for r in attacked.values():
+        agg = r["aggregation"]["train"]
+        if attack == "nan":  # every NaN update is rejected, with the reason recorded
+            assert all(
+                a["rejected"] == {"0": "array 'trunk.0.weight' has non-finite values"} for a in agg
+            )
+        else:  # the x100 update is clipped in every round
+            assert all(0 < a["clipped"]["0"] < 0.1 for a in agg)
+    # The attack must not cost AUC, over the seeds: one small Ray-scheduled run moves by up to
+    # about 0.04 from the next, so a single pair of runs cannot tell.
+    hit = np.mean([attacked[s]["auc"]["federated"] for s in SEEDS])
+    clean = np.mean([mlp_reports[s]["auc"]["federated"] for s in SEEDS])
+    assert hit > clean - 0.02, (hit, clean)
 
 
 def test_new_clients_join_then_model_expansion_trains_only_the_new_head(tmp_path: Path) -> None:
