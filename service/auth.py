@@ -42,6 +42,8 @@ class Principal:
     tokens_per_minute: int | None = None
     budget_usd: float | None = None
     spent_usd: float = 0.0
+    # May this caller's evaluation rows refresh the shared embeddings (operator's choice)?
+    trusted: bool = True
 
     @property
     def scope(self) -> str:
@@ -115,4 +117,5 @@ class Authenticator:
             tokens_per_minute=row.tokens_per_minute,
             budget_usd=row.budget_usd,
             spent_usd=row.spent_usd,
+            trusted=bool(row.trusted),
         )

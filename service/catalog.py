@@ -19,12 +19,12 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from sqlalchemy import delete, func, select
+from sqlalchemy import ColumnElement, delete, false, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.db.engine import Database
-from service.db.models import EvaluationRow, ModelRow, from_blob, to_blob
+from service.db.models import ApiKeyRow, EvaluationRow, ModelRow, from_blob, to_blob
 from service.errors import Conflict, ModelNotFound, UnprocessableEntity
 from service.routing.registry import bump_version
 from service.routing.scoring import ModelEmbedder, embedder_id
@@ -32,6 +32,15 @@ from service.state import StateStore
 
 Array = npt.NDArray[np.float32]
 VERSION_KEY = "registry_version"
+
+
+def shared_rows() -> ColumnElement[bool]:
+    """Evaluation rows that may shape the shared embeddings every tenant routes by: the
+    operator's (``key_id`` NULL) and those of keys the operator marked trusted. An untrusted
+    client's rows are stored (its own logs, federation) but never move another tenant's routing.
+    """
+    trusted = select(ApiKeyRow.id).where(ApiKeyRow.trusted.is_not(false()))
+    return or_(EvaluationRow.key_id.is_(None), EvaluationRow.key_id.in_(trusted))
 
 
 @dataclass
@@ -262,7 +271,7 @@ class Catalog:
                 (
                     await s.execute(
                         select(EvaluationRow.model_name, func.count())
-                        .where(EvaluationRow.model_name.in_(stale))
+                        .where(EvaluationRow.model_name.in_(stale), shared_rows())
                         .group_by(EvaluationRow.model_name)
                     )
                 ).all()
@@ -291,7 +300,8 @@ class Catalog:
     async def refresh_embeddings(
         self, names: Sequence[str], *, fresh: bool = False
     ) -> dict[str, int]:
-        """Re-embed registered models from their stored evaluations (one forward pass each)."""
+        """Re-embed registered models from their stored shared evaluations (one forward pass
+        each); rows of untrusted keys are left out (``shared_rows``)."""
         done: dict[str, int] = {}
         async with self._lock, self.db.session() as s:
             rows = (
@@ -303,7 +313,7 @@ class Catalog:
                 evs = (
                     await s.execute(
                         select(EvaluationRow.embedding, EvaluationRow.score)
-                        .where(EvaluationRow.model_name == row.name)
+                        .where(EvaluationRow.model_name == row.name, shared_rows())
                         .order_by(EvaluationRow.id.desc())
                         .limit(self.max_embed_evaluations)
                     )
@@ -312,7 +322,7 @@ class Catalog:
                     await s.execute(
                         select(func.count())
                         .select_from(EvaluationRow)
-                        .where(EvaluationRow.model_name == row.name)
+                        .where(EvaluationRow.model_name == row.name, shared_rows())
                     )
                 ).scalar_one()
                 if not evs:

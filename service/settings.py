@@ -59,6 +59,9 @@ class Settings(BaseSettings):
         default=True, description="run `alembic upgrade head` at start-up (the only schema path)"
     )
     max_body_bytes: int = Field(default=8 * 1024 * 1024, gt=0)
+    metrics_public: bool = Field(
+        default=False, description="serve /metrics without the admin token (scrapers inside)"
+    )
 
     # --- default pool
     load_default_bundle: bool = Field(
@@ -104,6 +107,14 @@ class Settings(BaseSettings):
     registry_poll_s: float = Field(default=0.25, gt=0)
     conversation_ttl_s: int = Field(default=24 * 3600, gt=0)
 
+    # --- evaluation ingest (encoding and re-embedding rows is the costliest thing a key can ask)
+    evaluations_max_rows_per_post: int = Field(
+        default=1000, ge=1, le=10_000, description="rows one POST /v1/evaluations may carry"
+    )
+    evaluations_rows_per_minute: int = Field(
+        default=5000, ge=1, description="rows a client key may post per minute (429 beyond)"
+    )
+
     # --- upstream
     upstream_connect_timeout_s: float = Field(default=3.0, gt=0)
     upstream_read_timeout_s: float = Field(
@@ -112,6 +123,11 @@ class Settings(BaseSettings):
     upstream_max_connections: int = Field(default=512, gt=0)
     cooldown_s: float = Field(default=15.0, ge=0, description="a failing backend rests this long")
     cooldown_after_failures: int = Field(default=2, ge=1)
+    fallback_deadline_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="total time to find a backend: every candidate is tried until this passes",
+    )
     health_probe_interval_s: float = Field(default=10.0, ge=0, description="0 disables probes")
 
     @field_validator("database_url")

@@ -12,7 +12,8 @@ NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,199}$"
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # No NaN/inf anywhere (a price of 1e999 parses as inf; a NaN embedding poisons a model).
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class BackendSpec(Strict):
@@ -48,8 +49,8 @@ class EvaluationIn(Strict):
     embedding: list[float] | None = Field(default=None, min_length=384, max_length=384)
     score: float = Field(ge=0, le=1)
     query_id: str | None = Field(default=None, max_length=200)
-    prompt_tokens: int | None = Field(default=None, ge=0)
-    completion_tokens: int | None = Field(default=None, ge=0)
+    prompt_tokens: int | None = Field(default=None, ge=0, le=2**31 - 1)
+    completion_tokens: int | None = Field(default=None, ge=0, le=2**31 - 1)
     category: str | None = Field(default=None, max_length=200)
 
     @field_validator("score")
@@ -123,9 +124,20 @@ class PortfolioPublic(BaseModel):
 
 class KeyCreate(Strict):
     name: str = Field(min_length=1, max_length=200)
-    requests_per_minute: int | None = Field(default=None, ge=1)
-    tokens_per_minute: int | None = Field(default=None, ge=1)
+    requests_per_minute: int | None = Field(default=None, ge=1, le=2**31 - 1)
+    tokens_per_minute: int | None = Field(default=None, ge=1, le=2**31 - 1)
     budget_usd: float | None = Field(default=None, ge=0)
+    trusted: bool = Field(
+        default=False,
+        description="this key's evaluation rows refresh the shared embeddings every tenant "
+        "routes by (untrusted rows are stored and used by federation only)",
+    )
+
+
+class KeyUpdate(Strict):
+    """``PATCH /admin/keys/{id}``: trust (or distrust) a client's evaluation rows."""
+
+    trusted: bool
 
 
 class KeyPublic(BaseModel):
@@ -138,6 +150,7 @@ class KeyPublic(BaseModel):
     spent_usd: float
     created_at: datetime
     revoked: bool
+    trusted: bool = False
 
 
 class KeyCreated(KeyPublic):

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 import numpy as np
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from sqlalchemy import select, update
 
 from service.admin.protocol import (
@@ -14,6 +14,7 @@ from service.admin.protocol import (
     KeyCreated,
     KeyPublic,
     KeysPublic,
+    KeyUpdate,
     ModelCreate,
     ModelPublic,
     ModelsPublic,
@@ -30,7 +31,7 @@ from service.admin.protocol import (
 from service.admin.serving import portfolio
 from service.auth import hash_key, new_key
 from service.catalog import EvalInput, ModelSpec
-from service.db.models import ApiKeyRow, ModelRow, from_blob
+from service.db.models import ApiKeyRow, EvaluationRow, ModelRow, from_blob
 from service.deps import ComponentsDep, admin_principal
 from service.errors import InvalidRequest, ModelNotFound, NotFound, UnprocessableEntity
 from service.routing.registry import bump_version
@@ -173,6 +174,7 @@ def key_public(row: ApiKeyRow) -> KeyPublic:
         spent_usd=row.spent_usd,
         created_at=row.created_at,
         revoked=row.revoked_at is not None,
+        trusted=bool(row.trusted),
     )
 
 
@@ -187,6 +189,7 @@ async def create_key(body: KeyCreate, c: ComponentsDep) -> KeyCreated:
         tokens_per_minute=body.tokens_per_minute,
         budget_usd=body.budget_usd,
         spent_usd=0.0,
+        trusted=body.trusted,
     )
     async with c.db.session() as s:
         s.add(row)
@@ -199,6 +202,34 @@ async def list_keys(c: ComponentsDep) -> KeysPublic:
     async with c.db.session() as s:
         rows = (await s.execute(select(ApiKeyRow).order_by(ApiKeyRow.id))).scalars().all()
     return KeysPublic(data=[key_public(r) for r in rows])
+
+
+@router.patch("/keys/{key_id}")
+async def update_key(
+    key_id: Annotated[int, Path(ge=1, le=2**31 - 1)], body: KeyUpdate, c: ComponentsDep
+) -> KeyPublic:
+    """Trust or distrust a key's evaluation rows; the models they cover are re-embedded."""
+    async with c.db.session() as s:
+        row = await s.get(ApiKeyRow, key_id)
+        if row is None:
+            raise NotFound(f"no key with id {key_id}")
+        changed = bool(row.trusted) != body.trusted
+        row.trusted = body.trusted
+        models = sorted(
+            set(
+                (
+                    await s.execute(
+                        select(EvaluationRow.model_name).where(EvaluationRow.key_id == key_id)
+                    )
+                ).scalars()
+            )
+        )
+        version = await bump_version(s)  # cached principals carry the flag: drop them
+        await s.commit()
+    await c.catalog.publish(version)
+    if changed and models:
+        await c.catalog.refresh_embeddings(models)
+    return key_public(row)
 
 
 @router.delete("/keys/{key_id}", status_code=204)

@@ -24,6 +24,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -107,6 +108,8 @@ class ApiKeyRow(Base):
     tokens_per_minute: Mapped[int | None] = mapped_column(Integer)
     budget_usd: Mapped[float | None] = mapped_column(Float)
     spent_usd: Mapped[float] = mapped_column(Float, default=0.0)
+    # Only trusted keys' evaluation rows refresh the shared embeddings every tenant routes by.
+    trusted: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
@@ -115,10 +118,16 @@ class EvaluationBatchRow(Base):
     """One acknowledged ``POST /v1/evaluations``; the idempotency record of its key."""
 
     __tablename__ = "evaluation_batches"
-    __table_args__ = (UniqueConstraint("key_id", "idempotency_key"),)
+    __table_args__ = (
+        UniqueConstraint("key_id", "idempotency_key"),
+        # key_id is NULL for the admin token, and NULLs never collide in a unique constraint:
+        # ``owner`` ("admin" | "key:<id>") is what makes one Idempotency-Key one batch.
+        Index("uq_evaluation_batches_owner_key", "owner", "idempotency_key", unique=True),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     key_id: Mapped[int | None] = mapped_column(ForeignKey("api_keys.id", ondelete="CASCADE"))
+    owner: Mapped[str] = mapped_column(String(40), server_default="admin")
     idempotency_key: Mapped[str] = mapped_column(String(200))
     request_sha256: Mapped[str] = mapped_column(String(64))
     response: Mapped[dict[str, Any]] = mapped_column(JSON)

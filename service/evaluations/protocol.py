@@ -7,17 +7,20 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+INT32_MAX = 2**31 - 1  # token counts are INTEGER columns (PostgreSQL: 32-bit)
+
 
 class EvaluationLogRow(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # allow_inf_nan=False: one NaN in one row's embedding made a model's embedding all-NaN.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     query_id: str = Field(min_length=1, max_length=200)
     query: str | None = Field(default=None, min_length=1, max_length=100_000)
     embedding: list[float] | None = Field(default=None, min_length=384, max_length=384)
     model: str = Field(min_length=1, max_length=200)
     score: float = Field(ge=0, le=1)
-    prompt_tokens: int = Field(ge=0)
-    completion_tokens: int = Field(ge=0)
+    prompt_tokens: int = Field(ge=0, le=INT32_MAX)
+    completion_tokens: int = Field(ge=0, le=INT32_MAX)
     cost_usd: float | None = Field(default=None, ge=0)
     category: str | None = Field(default=None, max_length=200)
     client_id: str | None = Field(default=None, max_length=200)
@@ -38,8 +41,9 @@ class EvaluationLogRow(BaseModel):
 
 
 class EvaluationBatch(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
+    # The per-post cap the gateway enforces is the setting ``evaluations_max_rows_per_post``.
     rows: list[EvaluationLogRow] = Field(min_length=1, max_length=10_000)
 
 
@@ -50,6 +54,11 @@ class BatchAck(BaseModel):
         description="model -> evaluations now behind its embedding"
     )
     unregistered_models: list[str]
+    shared: bool = Field(
+        default=True,
+        description="whether these rows refresh the shared embeddings every tenant routes by "
+        "(only for keys an operator marked trusted); untrusted rows are stored all the same",
+    )
 
 
 class EvaluationPublic(BaseModel):

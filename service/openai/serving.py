@@ -37,13 +37,13 @@ from service.accounting import Accounting, Reservation
 from service.auth import Principal
 from service.errors import (
     BudgetExceeded,
-    InvalidJSON,
     InvalidRequest,
     ModelNotFound,
     NoHealthyBackend,
     ReplayMiss,
     UpstreamError,
     UpstreamTimeout,
+from service.jsonbody import parse_json_object
 )
 from service.metrics import Metrics
 from service.openai.protocol import (
@@ -80,16 +80,6 @@ MAX_FALLBACKS = 2
 WORST_CASE_COMPLETION_TOKENS = 4096
 GATEWAY_FIELDS = ("routing", "budget")
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-
-
-def parse_json_object(raw: bytes) -> dict[str, Any]:
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidJSON(f"request body is not valid JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise InvalidJSON("request body must be a JSON object")
-    return body
 
 
 def routing_from_headers(opts: RoutingOptions | None, headers: Mapping[str, str]) -> RoutingOptions:

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request
 
 from service.deps import ClientDep, ComponentsDep
 from service.openai.protocol import text_of
-from service.openai.serving import parse_json_object
+from service.jsonbody import parse_json_object
 from service.route.protocol import CandidateScore, RouteRequest, RouteResponse
 from service.routing.engine import RouteQuery
 from service.tokens import estimate_tokens

@@ -28,13 +28,13 @@ def post(gw: Gateway, key: str, body: dict, idem: str | None = "k1"):
     return gw.client.post("/v1/evaluations", headers=headers, content=json.dumps(body))
 
 
-def new_key(gw: Gateway, name: str) -> str:
-    return gw.admin("POST", "/admin/keys", json={"name": name}).json()["key"]
+def new_key(gw: Gateway, name: str, *, trusted: bool = False) -> str:
+    return gw.admin("POST", "/admin/keys", json={"name": name, "trusted": trusted}).json()["key"]
 
 
 def test_post_is_idempotent_and_refreshes_the_model(gateway: Gateway, fake_a) -> None:
     gateway.register("model-a", fake_a.url, backend_model="backend-a", scores=(0, 0, 0, 0))
-    key = new_key(gateway, "org1")
+    key = new_key(gateway, "org1", trusted=True)  # untrusted rows move nothing shared
     body = {"rows": rows("model-a", 12, 1.0) + rows("unregistered", 2, 0.5)}
     r = post(gateway, key, body)
     assert r.status_code == 201, r.text
