@@ -43,8 +43,8 @@ from service.errors import (
     ReplayMiss,
     UpstreamError,
     UpstreamTimeout,
-from service.jsonbody import parse_json_object
 )
+from service.jsonbody import parse_json_object
 from service.metrics import Metrics
 from service.openai.protocol import (
     AUTO_MODELS,
