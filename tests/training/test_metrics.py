@@ -103,3 +103,25 @@ def test_hull_auc_over_a_range():
     # linear from 0.5 to 0.9 on [1, 3] -> mean 0.7; beyond 3 the hull is flat at 0.9
     assert hull_auc(hc, ha, np.array([1.0, 3.0])) == pytest.approx(0.7, abs=1e-3)
     assert hull_auc(hc, ha, np.array([3.0, 5.0])) == pytest.approx(0.9)
+
+
+def test_common_range_auc_shares_one_scale():
+    from training.evaluation.metrics import common_range_auc, pool_cost_range
+
+    # a frontier flat at 0.6 over the whole range scores 0.6
+    assert common_range_auc(np.array([1.0, 10.0]), np.array([0.6, 0.6]), 1.0, 10.0) == (
+        pytest.approx(0.6)
+    )
+    # a frontier that only starts at the range's log-midpoint earns nothing below it
+    half = common_range_auc(np.array([np.sqrt(10.0), 10.0]), np.array([0.8, 0.8]), 1.0, 10.0)
+    assert half == pytest.approx(0.4, abs=0.01)
+    # running best: a dearer point with lower accuracy does not pull the frontier down
+    best = common_range_auc(np.array([1.0, 10.0]), np.array([0.7, 0.2]), 1.0, 10.0)
+    assert best == pytest.approx(0.7)
+    # beyond its dearest point the frontier stays flat
+    flat = common_range_auc(np.array([1.0, 2.0]), np.array([0.5, 0.5]), 1.0, 100.0)
+    assert flat == pytest.approx(0.5)
+    costs = np.array([[1.0, 4.0, np.nan], [3.0, 6.0, 2.0]])
+    assert pool_cost_range(costs) == (pytest.approx(2.0), pytest.approx(5.0))
+    with pytest.raises(ValueError):
+        common_range_auc(np.array([1.0]), np.array([0.5]), 2.0, 1.0)

@@ -186,6 +186,38 @@ def hull_auc(hull_cost: Array, hull_acc: Array, cost: Array, *, grid: int = 512)
     return normalised_auc(xs, hull_accuracy(hull_cost, hull_acc, xs))
 
 
+def pool_cost_range(costs: Array) -> tuple[float, float]:
+    """The common cost range of a pool: its cheapest to its dearest model's mean cost per query.
+
+    ``costs`` is ``[N, M]`` (NaN where a model has no evaluation of a query). Every router in a
+    report is scored over this one range by :func:`common_range_auc`, so AUCs compare like for like.
+    """
+    mean = np.nanmean(np.asarray(costs, dtype=np.float64), axis=0)
+    mean = mean[np.isfinite(mean) & (mean > 0)]
+    return float(mean.min()), float(mean.max())
+
+
+def common_range_auc(cost: Array, acc: Array, lo: float, hi: float, *, grid: int = 512) -> float:
+    """Mean accuracy of a frontier over the log-spaced cost range ``[lo, hi]`` shared by a report.
+
+    The frontier is the running best accuracy of its points by increasing cost (a router can always
+    spend less than it is allowed), linearly interpolated between points, flat beyond its dearest
+    point, and 0 below its cheapest one (a budget it cannot meet earns nothing). A frontier that
+    covers the whole range at accuracy ``a`` scores ``a``; the single-model hull gets its figure
+    from the same function (pass the hull's vertices), so routers, baselines and the hull share one
+    scale whatever range each of them spans on its own.
+    """
+    if not (np.isfinite(lo) and np.isfinite(hi)) or lo <= 0 or hi <= lo:
+        raise ValueError(f"common_range_auc needs 0 < lo < hi, got lo={lo}, hi={hi}")
+    order = np.argsort(np.asarray(cost, dtype=float), kind="stable")
+    c = np.asarray(cost, dtype=float)[order]
+    a = np.maximum.accumulate(np.asarray(acc, dtype=float)[order])
+    xs = np.geomspace(lo, hi, grid)
+    front = np.interp(xs, c, a, left=0.0, right=float(a[-1]))
+    front[xs < c[0]] = 0.0
+    return float(front.mean())
+
+
 def fraction_above_hull(
     cost: Array, acc: Array, hull_cost: Array, hull_acc: Array, *, grid: int = 512
 ) -> dict[str, float]:
