@@ -75,7 +75,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 Kind = Literal["chat", "completion"]
-MAX_FALLBACKS = 2
 # Reserved against a spend budget when the request sets no max_tokens.
 WORST_CASE_COMPLETION_TOKENS = 4096
 GATEWAY_FIELDS = ("routing", "budget")
@@ -431,12 +430,14 @@ class OpenAIServing:
         except NoHealthyBackend:
             # Everything is cooling down: try the one that recovers first rather than failing.
             decision = await self.engine.decide(q, usable=can_answer)
+            # every candidate, soonest to recover first: try them all within the deadline
             soonest = self.health.order_usable([r.model for r in decision.ranked])
             return soonest, decision
         self.metrics.latency.labels(stage="embed").observe(decision.embed_ms / 1000)
         self.metrics.latency.labels(stage="score").observe(decision.score_ms / 1000)
         self.metrics.decisions.labels(model=decision.model, router=decision.router).inc()
-        fallbacks = self.engine.fallback_order(decision, decision.model)[:MAX_FALLBACKS]
+        # Every other candidate, not a fixed count: the total deadline bounds the attempts.
+        fallbacks = self.engine.fallback_order(decision, decision.model)
         return [decision.model, *fallbacks], decision
 
     def _payload(self, prep: Prepared, entry: PoolEntry) -> dict[str, Any]:
@@ -457,36 +458,72 @@ class OpenAIServing:
     async def _attempt_all(
         self, prep: Prepared, order: list[str], decision: Decision | None
     ) -> Served:
+        """Try the candidates in order until one answers or ``fallback_deadline_s`` has passed
+        since the request arrived: a transient failure is retried once on the same backend (a
+        timeout is not: a hung backend costs one read timeout), anything else moves on.
+
+        A 4xx (400/413/422) from a backend ends a concrete-model request; on a routed request
+        the next candidate is tried, and if another backend accepts the same request the
+        rejecting ones are counted as failing (a backend answering 400 to everything cools
+        down); if every candidate rejects it, the client gets the 400."""
         pool = self.engine.pool
         last: UpstreamFailure | None = None
+        rejected: list[tuple[str, UpstreamFailure]] = []
+        deadline = prep.t_start + self.settings.fallback_deadline_s
+        routed = decision is not None
         for i, name in enumerate(order):
             entry = pool.get(name)
             if entry is None:
                 continue
             for attempt in range(2):
+                left = deadline - time.perf_counter()
+                if left <= 0:
+                    break
                 t_up = time.perf_counter()
                 try:
-                    served = await self._attempt(prep, entry, decision, t_up)
+                    try:
+                        served = await asyncio.wait_for(
+                            self._attempt(prep, entry, decision, t_up), timeout=left
+                        )
+                    except TimeoutError:
+                        raise UpstreamFailure(
+                            "timeout", "the request's fallback deadline passed"
+                        ) from None
                 except UpstreamFailure as f:
                     last = f
                     self.health.record_failure(name, f)
                     self.metrics.upstream_errors.labels(model=name, kind=f.kind).inc()
                     log.warning("upstream %s failed (%s): %s", name, f.kind, f.message)
                     if f.client_error:
-                        raise InvalidRequest(
-                            f"{name} rejected the request: {f.message}",
-                            code="upstream_rejected",
-                        ) from None
+                        if not routed:
+                            raise InvalidRequest(
+                                f"{name} rejected the request: {f.message}",
+                                code="upstream_rejected",
+                            ) from None
+                        rejected.append((name, f))
+                        break
                     if attempt == 0 and self.health.retryable(f):
                         self.metrics.retries.labels(model=name).inc()
                         continue
                     break
-                self.health.record_success(name)
+                if served.body is not None:
+                    # A stream counts as a success only once it ends cleanly (``_relay``):
+                    # a backend that always cuts streams mid-way must still cool down.
+                    self.health.record_success(name)
+                for bad, _ in rejected:  # another backend took this very request
+                    self.health.record_rejection(bad)
                 served.fallbacks = i
                 if i:
                     self.metrics.fallbacks.inc()
                 return served
+            if time.perf_counter() >= deadline:
+                break
         self.metrics.cooling.set(len(self.health.cooling_models()))
+        if rejected and (last is None or last.client_error):
+            first, why = rejected[0]
+            raise InvalidRequest(
+                f"{first} rejected the request: {why.message}", code="upstream_rejected"
+            )
         if last is not None and last.kind == "timeout":
             raise UpstreamTimeout(f"backend timed out: {last.message}")
         if last is not None:
@@ -619,6 +656,7 @@ class OpenAIServing:
         try:
             async for data in s.stream:
                 if data == DONE:
+                    self.health.record_success(served)
                     break
                 try:
                     obj = json.loads(data)
@@ -629,6 +667,7 @@ class OpenAIServing:
                 if "error" in obj or obj.get("object") == "error":
                     failed = True
                     msg = error_message(500, data.encode())
+                    self.health.record_failure(served, UpstreamFailure("cut", msg))
                     yield _sse_error(f"{served} failed mid-stream: {msg}")
                     break
                 meta["id"] = obj.get("id", meta["id"])

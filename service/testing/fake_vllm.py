@@ -26,6 +26,16 @@ from typing import Any
 
 from aiohttp import web
 
+_VLLM_ERROR_TYPES = {
+    400: "BadRequestError",
+    401: "Unauthorized",
+    404: "NotFoundError",
+    422: "BadRequestError",
+    429: "RateLimitError",
+    501: "NotImplementedError",
+    503: "ServiceUnavailableError",
+}
+
 
 @dataclass
 class Faults:
@@ -39,6 +49,7 @@ class Faults:
     omit_usage: bool = False  # ignore stream_options.include_usage (llama.cpp does)
     usage_with_choices: bool = False  # final usage chunk carries a non-empty choices list
     hang: bool = False  # accept and never answer
+    ignore_max_tokens: bool = False  # generate the whole reply whatever max_tokens says
 
 
 class FakeVLLM:
@@ -64,17 +75,18 @@ class FakeVLLM:
         return f"{self.model} says: {str(last)[:60]}"
 
     def _error(self, status: int, message: str) -> web.Response:
+        # vLLM's shapes: ``type`` is the exception name for the status, ``code`` the int status.
+        kind = _VLLM_ERROR_TYPES.get(status, "InternalServerError")
         if self.faults.error_shape == "flat":
-            body: dict[str, Any] = {"object": "error", "message": message, "code": status}
-        else:
-            body = {
-                "error": {
-                    "message": message,
-                    "type": "InternalServerError",
-                    "param": None,
-                    "code": status,
-                }
+            body: dict[str, Any] = {
+                "object": "error",
+                "message": message,
+                "type": kind,
+                "param": None,
+                "code": status,
             }
+        else:
+            body = {"error": {"message": message, "type": kind, "param": None, "code": status}}
         return web.json_response(body, status=status)
 
     async def _maybe_fault(self) -> web.Response | None:
@@ -142,7 +154,7 @@ class FakeVLLM:
         words = text.split(" ")
         limit = body.get("max_tokens") or body.get("max_completion_tokens")
         finish = "stop"
-        if isinstance(limit, int) and limit < len(words):
+        if isinstance(limit, int) and limit < len(words) and not self.faults.ignore_max_tokens:
             words, finish = words[:limit], "length"
         prompt_tokens = len(json.dumps(body.get("messages") or body.get("prompt"))) // 4
         usage = {

@@ -5,16 +5,21 @@ Per failure kind:
 ============================ ======= ========= ===================================
 failure                      retry?  fallback? cooldown
 ============================ ======= ========= ===================================
-connect, timeout, cut, 5xx   once    yes       after ``after_failures`` in a row
+connect, cut, bad body, 5xx  once    yes       after ``after_failures`` in a row
+timeout (read)               no      yes       after ``after_failures`` in a row
+stream cut / error mid-way   (sent)  (sent)    after ``after_failures`` in a row
 429 (rate limited upstream)  no      yes       at once, for Retry-After or cooldown_s
 401/402/403/404 (misconfig)  no      yes       at once (a budget-exhausted backend too)
-400/413/422 (bad request)    no      no        none: the client's request is at fault
+400/413/422 (bad request)    no      routed    after ``after_failures`` requests that
+                                     only      another backend then served
 ============================ ======= ========= ===================================
 
 Every failure is counted, retries and fallbacks included (LiteLLM skipped cooldown on later
-attempts because it de-duplicated failure logs). When every candidate is cooling down the one
-that recovers first is tried rather than failing outright. A probe that succeeds ends a
-cooldown early.
+attempts because it de-duplicated failure logs). A timeout is not retried on the same backend:
+a hung backend would cost two read timeouts. A stream is a success only when it ends cleanly,
+so a backend that always cuts streams mid-way reaches its cooldown (opening the stream used to
+reset the count). When every candidate is cooling down they are all tried, the one that
+recovers first first, rather than failing outright. A probe that succeeds ends a cooldown early.
 """
 
 from __future__ import annotations
@@ -39,6 +44,8 @@ class BackendHealth:
 
     @staticmethod
     def retryable(failure: UpstreamFailure) -> bool:
+        if failure.kind == "timeout":
+            return False
         if failure.kind != "status":
             return True
         return failure.status is not None and failure.status >= 500
@@ -77,10 +84,19 @@ class BackendHealth:
         elif s.failures >= self.after_failures:
             s.until = now + self.cooldown_s
 
+    def record_rejection(self, model: str) -> None:
+        """The backend refused (4xx) a request that another backend then served: it is the
+        backend, not the request, that is broken."""
+        s = self._state.setdefault(model, _State())
+        s.failures += 1
+        if s.failures >= self.after_failures:
+            s.until = time.monotonic() + self.cooldown_s
+
     def order_usable(self, models: list[str]) -> list[str]:
-        """Models not cooling down, in the given order; if none, the soonest to recover."""
+        """Models not cooling down, in the given order; if none, all of them, the soonest to
+        recover first."""
         now = time.monotonic()
         ok = [m for m in models if not self.cooling(m, now)]
         if ok or not models:
             return ok
-        return [min(models, key=self.ready_at)]
+        return sorted(models, key=self.ready_at)

@@ -143,16 +143,28 @@ def test_timeout_on_concrete_model_is_504(gw: Gateway, fake_a: FakeVLLM) -> None
 
 
 @pytest.mark.parametrize("shape", ["nested", "flat"])
-def test_backend_400_is_passed_on_normalised_without_paths_or_fallback(
+def test_backend_400_is_passed_on_normalised_without_paths_on_a_concrete_model(
     gw: Gateway, fake_a: FakeVLLM, fake_b: FakeVLLM, shape: str
 ) -> None:
     fake_a.faults.fail_times, fake_a.faults.fail_status, fake_a.faults.error_shape = 1, 400, shape
     r = gw.client.post(
-        "/v1/chat/completions", headers=ADMIN, json={"model": "junction/auto", "messages": MSG}
+        "/v1/chat/completions", headers=ADMIN, json={"model": "model-a", "messages": MSG}
     )
     err = assert_error_shape(r, 400, "upstream_rejected")
     assert "injected failure 400" in err["message"]
     assert fake_b.count == 0 and not gw.c.health.cooling("model-a")
+
+
+def test_backend_400_on_a_routed_request_tries_the_next_candidate(
+    gw: Gateway, fake_a: FakeVLLM, fake_b: FakeVLLM
+) -> None:
+    """One 400 might be the request's fault; another backend serving the same request shows it
+    was the backend's (issue 13: a backend answering 400 to everything failed every request)."""
+    fake_a.faults.fail_times, fake_a.faults.fail_status = 1, 400
+    r = chat(gw)
+    assert r.status_code == 200 and r.json()["model"] == "model-b"
+    assert r.headers["x-junction-fallbacks"] == "1"
+    assert not gw.c.health.cooling("model-a")  # one rejection is not yet a pattern
 
 
 def test_paths_in_backend_errors_are_scrubbed() -> None:

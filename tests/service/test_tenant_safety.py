@@ -48,7 +48,9 @@ def test_untrusted_rows_do_not_move_the_shared_embedding_until_trusted(
     assert _embedding(gateway, "model-a") == [0.875]
     # the operator trusts the first key: its rows count from now on
     key_id = next(
-        k["id"] for k in gateway.admin("GET", "/admin/keys").json()["data"] if k["name"] == "attacker"
+        k["id"]
+        for k in gateway.admin("GET", "/admin/keys").json()["data"]
+        if k["name"] == "attacker"
     )
     r = gateway.admin("PATCH", f"/admin/keys/{key_id}", json={"trusted": True})
     assert r.status_code == 200 and r.json()["trusted"] is True
@@ -114,7 +116,9 @@ def test_concurrent_posts_with_one_key_store_one_batch(gateway: Gateway) -> None
 
     async def count() -> tuple[int, int]:
         async with gateway.c.db.session() as s:
-            nb = (await s.execute(select(func.count()).select_from(EvaluationBatchRow))).scalar_one()
+            nb = (
+                await s.execute(select(func.count()).select_from(EvaluationBatchRow))
+            ).scalar_one()
             nr = (await s.execute(select(func.count()).select_from(EvaluationRow))).scalar_one()
         return nb, nr
 
