@@ -32,6 +32,7 @@ from service.handlers import install_handlers
 from service.metrics import Metrics
 from service.middleware import BodySizeLimit
 from service.openai.serving import OpenAIServing
+from service.request_log import RequestLog
 from service.routing.embedder import BatchingEmbedder, TextEncoder
 from service.routing.engine import RoutingEngine
 from service.routing.registry import load_pool, read_version
@@ -67,6 +68,7 @@ class Components:
     catalog: Catalog
     openai: OpenAIServing
     routers: RouterRegistry
+    requests_log: RequestLog
     status: dict[str, Any] = field(default_factory=dict)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -185,6 +187,7 @@ def build_components(
     )
     rep = replay or ReplayBackend()
     accounting = Accounting(store=store, db=db)
+    requests_log = RequestLog(db)
     auth = Authenticator(db, admin_token=settings.admin_token.get_secret_value())
     holder: dict[str, Components] = {}
 
@@ -210,6 +213,7 @@ def build_components(
         metrics=metrics,
         settings=settings,
         budgets=budgets,
+        requests_log=requests_log,
     )
     c = Components(
         settings=settings,
@@ -228,6 +232,7 @@ def build_components(
         catalog=catalog,
         openai=openai,
         routers=RouterRegistry(db),
+        requests_log=requests_log,
     )
     holder["c"] = c
     return c
@@ -289,6 +294,7 @@ def create_app(
                 with contextlib.suppress(asyncio.CancelledError):
                     await t
             await c.openai.drain()
+            await c.requests_log.drain()
             await c.accounting.drain()
             await c.embedder.close()
             await c.upstream.close()
@@ -304,6 +310,7 @@ def create_app(
     install_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     from service.admin.routes import router as admin_router
+    from service.dashboard.routes import router as dashboard_router
     from service.evaluations.routes import router as evaluations_router
     from service.health.routes import router as health_router
     from service.openai.routes import router as openai_router
@@ -314,4 +321,5 @@ def create_app(
     app.include_router(admin_router)
     app.include_router(evaluations_router)
     app.include_router(health_router)
+    app.include_router(dashboard_router)
     return app

@@ -177,3 +177,39 @@ class ConversationBudgetRow(Base):
     any_truncated: Mapped[bool] = mapped_column(Boolean, default=False)
     last_truncated: Mapped[bool] = mapped_column(Boolean, default=False)
     expires_at: Mapped[float] = mapped_column(Float, index=True)
+
+
+class RequestRecordRow(Base):
+    """One served chat or completion request: what was chosen, what it cost, what it was compared
+    with (``service.request_log``). The operator's dashboard and its savings figures read these.
+
+    ``candidates`` holds the routing decision's ``{model: [p_correct, expected_cost_usd]}`` for
+    every candidate (NULL for a request that named its model), so the cost and predicted quality
+    of "always the best single model" can be computed for the very same requests.
+    ``query_sha256`` links a request to evaluations of the same text (realised quality).
+    """
+
+    __tablename__ = "request_records"
+    __table_args__ = (Index("ix_request_records_key_time", "key_id", "created_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, index=True
+    )
+    key_id: Mapped[int | None] = mapped_column(Integer)  # NULL: the admin token
+    kind: Mapped[str] = mapped_column(String(20))  # "chat" | "completion"
+    model: Mapped[str] = mapped_column(String(200))  # the model that served it
+    chosen: Mapped[str | None] = mapped_column(String(200))  # the router's pick
+    router: Mapped[str | None] = mapped_column(String(100))
+    lam: Mapped[float | None] = mapped_column(Float)
+    p_correct: Mapped[float | None] = mapped_column(Float)  # predicted, for the served model
+    candidates: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    prompt_tokens: Mapped[int] = mapped_column(Integer)
+    completion_tokens: Mapped[int] = mapped_column(Integer)
+    cost_usd: Mapped[float] = mapped_column(Float)
+    fallbacks: Mapped[int] = mapped_column(Integer, default=0)
+    query_sha256: Mapped[str] = mapped_column(String(64))
+    conversation: Mapped[str | None] = mapped_column(String(64), index=True)
+    budget_total: Mapped[int | None] = mapped_column(BigInteger)
+    budget_granted: Mapped[int | None] = mapped_column(BigInteger)
+    budget_left: Mapped[int | None] = mapped_column(BigInteger)

@@ -55,6 +55,7 @@ from service.openai.protocol import (
     RoutingOptions,
     text_of,
 )
+from service.request_log import RequestLog, request_record
 from service.routing.engine import Decision, RouteQuery, RoutingEngine
 from service.routing.registry import PoolEntry
 from service.settings import Settings
@@ -154,8 +155,10 @@ class OpenAIServing:
         settings: Settings,
         budget_controller: BudgetController | None = None,
         budgets: BudgetLedgerStore | None = None,
+        requests_log: RequestLog | None = None,
     ) -> None:
         self.engine = engine
+        self.requests_log = requests_log  # one durable record per served request (dashboard)
         self.upstream = upstream
         self.health = health
         self.replay = replay
@@ -752,6 +755,10 @@ class OpenAIServing:
         self.metrics.latency.labels(stage="total").observe(time.perf_counter() - prep.t_start)
         await self.accounting.settle(reservation, cost_usd=cost, total_tokens=usage["total_tokens"])
         await self._settle_budget(prep, used=int(usage["completion_tokens"]), turn=True)
+        if self.requests_log is not None:
+            self.requests_log.add(
+                request_record(prep, s, key_id=reservation.key_id, usage=usage, cost=cost)
+            )
         if prep.conv_key:
             state = {
                 "model": name,

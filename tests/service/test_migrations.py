@@ -24,9 +24,12 @@ async def _roundtrip(url: str) -> None:
         assert set(Base.metadata.tables) <= tables
         assert "alembic_version" in tables
         await db.migrate()  # idempotent
-        # each revision comes off alone: 0002 takes only the budget ledgers with it
+        # each revision comes off alone: 0004 takes only the request records with it, 0002
+        # only the budget ledgers
+        await db.migrate("0003", down=True)
+        assert await _tables(db) == tables - {"request_records"}
         await db.migrate("0001", down=True)
-        assert await _tables(db) == tables - {"conversation_budgets"}
+        assert await _tables(db) == tables - {"conversation_budgets", "request_records"}
         await db.migrate()
         assert await _tables(db) == tables
         await db.migrate("base", down=True)
