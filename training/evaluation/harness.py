@@ -698,3 +698,7 @@ def register_eval(subparsers: argparse._SubParsersAction[argparse.ArgumentParser
     p = subparsers.add_parser("eval", help="evaluation report: LOCUS and routers against baselines")
     add_dataclass_args(p, EvalConfig)
     p.set_defaults(handler=_eval)
+    from training.evaluation.generalization import register_generalization
+
+    # `junction eval generalization --out DIR`; plain `junction eval --dataset ...` is unchanged.
+    register_generalization(p.add_subparsers(dest="eval_command", required=False, metavar="REPORT"))

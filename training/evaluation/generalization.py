@@ -1,0 +1,795 @@
+"""``junction eval generalization``: routing on models and tasks the router has never seen.
+
+Protocol (everything seeded; written into ``report.json``):
+
+- **Leave-models-out.** The models of a data set are split into folds (every model is held out
+  exactly once). For each fold, LOCUS and the MF baseline are trained on the other models only
+  (train split; best-on-val checkpoint on the val split). Each held-out model is then onboarded
+  from k of its train-split evaluations (k in ``ks``, ``draws`` seeded random draws each); the
+  seen models keep all their train-split evaluations. Test-split questions are routed among the
+  held-out models ("held" pool) and among held-out plus seen models ("all" pool).
+- **Leave-tasks-out.** Folds over tasks (MMLU-Pro categories, RouterBench tasks): LOCUS and MF
+  are trained on the other tasks' train questions, every model is onboarded from k = 128 of its
+  evaluations on those tasks, and the held-out tasks' test questions are routed.
+- **Hyper-parameters** (kNN's k, ridge's lambda, LOCUS-KR's (K, beta, alpha, alpha_g, margin))
+  are chosen for fold f by validation-split routing accuracy on the OTHER folds' held-out models
+  (each predicted by its own fold's networks), so fold f's models and every test question stay
+  out of every choice.
+- **Methods** on the same evaluations: LOCUS-KR (the method the gateway serves, see
+  ``training/routers/locus_kr.py``) and its ablations, LOCUS alone, MF (free embedding fitted
+  with the predictor frozen), per-model kNN and ridge regression on the query embedding, and the
+  best-average pick (the model whose evaluations score highest); plus the true best single model
+  and the oracle on the test questions.
+- **Costs**: every method uses the same per-query cost estimate, the mean cost of each model's 20
+  evaluations nearest to the query. Frontier AUCs use ``metrics.common_range_auc`` over the
+  pool's common cost range (``metrics.pool_cost_range`` of the test costs).
+- **Strong/weak pairs**: pairs of held-out models of one fold whose train-split accuracies differ
+  by at least 5 points; queries ranked by p(strong) - p(weak); RouteLLM's APGR (area under the
+  performance-gap-recovered curve over the share of calls to the strong model) and CPT(50%)
+  (share of calls needed to recover half the gap).
+
+Usage::
+
+    junction eval generalization --out training/evaluation/results/generalization
+    junction eval generalization --quick --out /tmp/gen      # tiny, for tests
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import itertools
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from tqdm import tqdm
+
+from training.data import EvalMatrix, load_matrix
+from training.evaluation import metrics as mt
+from training.routers.locus_kr import (
+    Evidence,
+    decide,
+    global_offset,
+    kernel_residual,
+    sorted_neighbours,
+    unit,
+)
+
+log = logging.getLogger(__name__)
+Array = npt.NDArray[np.float32]
+IntArray = npt.NDArray[np.int64]
+
+KS = (16, 32, 64, 128, 256, 512)
+K_MAX = 64  # neighbours precomputed per query (largest K of any grid below)
+COST_K = 20  # neighbours behind every method's per-query cost estimate
+
+KNN_GRID = (5, 10, 20, 50)
+RIDGE_GRID = (1.0, 3.0, 10.0, 30.0, 100.0)
+KR_GRID = {
+    "k": (10, 25, 50),
+    "beta": (0.0, 10.0),
+    "alpha": (0.1, 0.5, 2.0),
+    "alpha_g": (2.0, 20.0),
+}
+MARGINS = (0.0, 0.01, 0.02, 0.04, 0.07, 0.1, 0.15, 1.0)
+METHOD = "locus_kr"  # the method the gateway serves
+
+
+@dataclass
+class GenConfig:
+    """Knobs of the generalisation benchmark."""
+
+    out: str = field(default="reports/generalization", metadata={"help": "output folder"})
+    datasets: str = field(default="mmlu_pro,routerbench", metadata={"help": "comma-separated"})
+    model_folds: str = field(
+        default="mmlu_pro=5,routerbench=4", metadata={"help": "leave-models-out folds per data set"}
+    )
+    task_folds: int = field(default=3, metadata={"help": "leave-tasks-out folds (0 = skip)"})
+    ks: str = field(default="16,32,64,128,256,512", metadata={"help": "evaluations per new model"})
+    draws: int = field(default=3, metadata={"help": "seeded random draws per k"})
+    locus_steps: int = field(default=500, metadata={"help": "LOCUS training steps per fold"})
+    mf_steps: int = field(default=800, metadata={"help": "MF training steps per fold"})
+    seed: int = field(default=0, metadata={"help": "seed of folds and draws"})
+    threads: int = field(default=1, metadata={"help": "torch CPU threads"})
+    cache: str = field(default="cache/generalization", metadata={"help": "trained nets per fold"})
+    quick: bool = field(default=False, metadata={"help": "tiny nets, few ks (tests)"})
+
+
+# --------------------------------------------------------------------------------------------
+# folds and the networks trained per fold
+
+
+@dataclass
+class Fold:
+    dataset: str
+    kind: str  # "models" or "tasks"
+    name: str
+    held: list[int]  # model columns onboarded from k evaluations
+    seen: list[int]  # model columns with all their train evaluations
+    train_models: list[int]  # what LOCUS/MF are trained on
+    train_rows: IntArray  # rows for training and evidence (train split, allowed tasks)
+    val_rows: IntArray
+    test_rows: IntArray
+    ks: tuple[int, ...]
+    nets: dict[str, Any] = field(default_factory=dict)
+
+
+def model_folds(models: list[str], n: int, seed: int) -> list[list[int]]:
+    """Seeded shuffle, then round-robin: every model is held out once; fold sizes differ by <= 1."""
+    order = np.random.default_rng(seed).permutation(len(models))
+    return [sorted(int(j) for j in order[f::n]) for f in range(n)]
+
+
+def task_folds(categories: npt.NDArray[np.str_], n: int, seed: int) -> list[list[str]]:
+    tasks = sorted(set(categories.tolist()))
+    n = min(n, len(tasks))
+    order = np.random.default_rng(seed + 1).permutation(len(tasks))
+    return [sorted(tasks[int(j)] for j in order[f::n]) for f in range(n)]
+
+
+def build_folds(m: EvalMatrix, cfg: GenConfig, n_model_folds: int) -> list[Fold]:
+    split = m.split
+    ks = _ks(cfg)
+    rows = {s: np.flatnonzero(split == s) for s in ("train", "val", "test")}
+    all_cols = list(range(len(m.models)))
+    folds = []
+    for f, held in enumerate(model_folds(m.models, n_model_folds, cfg.seed)):
+        seen = [j for j in all_cols if j not in held]
+        folds.append(
+            Fold(m.dataset, "models", f"models-{f}", held, seen, seen, rows["train"],
+                 rows["val"], rows["test"], ks)
+        )  # fmt: skip
+    if cfg.task_folds > 0:
+        for f, tasks in enumerate(task_folds(m.categories, cfg.task_folds, cfg.seed)):
+            out = np.isin(m.categories, tasks)
+            folds.append(
+                Fold(m.dataset, "tasks", f"tasks-{f}:{'+'.join(tasks)}", all_cols, [], all_cols,
+                     rows["train"][~out[rows["train"]]], rows["val"][out[rows["val"]]],
+                     rows["test"][out[rows["test"]]], (min(128, max(ks)),))
+            )  # fmt: skip
+    return folds
+
+
+def _ks(cfg: GenConfig) -> tuple[int, ...]:
+    return (16, 64) if cfg.quick else tuple(int(k) for k in cfg.ks.split(","))
+
+
+def locus_fold_config(cfg: GenConfig) -> Any:
+    from training.locus import LocusConfig
+
+    if cfg.quick:
+        return LocusConfig(
+            d_model=16, num_latents=4, num_heads=2, predictor_hidden=16, steps=30, eval_every=15,
+            models_per_step=4, enc_set_min=8, enc_set_max=64, target_batch_size=32, warmup_steps=5,
+        )  # fmt: skip
+    # Smaller than the shipped model so that every fold trains in a few CPU minutes; encoder sets
+    # span the onboarding range (16..512 evaluations).
+    return LocusConfig(
+        d_model=64, num_latents=16, num_heads=4, predictor_hidden=64, steps=cfg.locus_steps,
+        eval_every=max(1, cfg.locus_steps // 4), models_per_step=8, enc_set_min=16,
+        enc_set_max=512, target_batch_size=128, warmup_steps=50,
+    )  # fmt: skip
+
+
+def mf_fold_config(cfg: GenConfig) -> Any:
+    from training.locus import MFConfig
+
+    if cfg.quick:
+        return MFConfig(d_model=16, predictor_hidden=16, steps=30, eval_every=15, batch_size=256)
+    return MFConfig(
+        d_model=64, predictor_hidden=64, steps=cfg.mf_steps,
+        eval_every=max(1, cfg.mf_steps // 4), batch_size=2048,
+    )  # fmt: skip
+
+
+def train_fold_nets(m: EvalMatrix, fold: Fold, cfg: GenConfig) -> None:
+    """LOCUS and MF trained on the fold's training models and rows (cached on disk)."""
+    import torch
+
+    from training.locus import LocusEmbedder, train_locus, train_mf
+    from training.locus.mf import MFResult
+    from training.locus.model import CorrectnessPredictor
+
+    lc, mc = locus_fold_config(cfg), mf_fold_config(cfg)
+    names = [m.models[j] for j in fold.train_models]
+    # the fold's matrix: training rows (train split) plus its val rows for best-on-val checkpoints
+    keep_val = m.split == "val"
+    if fold.kind == "tasks":
+        keep_val &= ~np.isin(np.arange(m.num_queries), fold.val_rows)
+    rows = np.union1d(fold.train_rows, np.flatnonzero(keep_val))
+    sub = m.subset(rows)
+    key = hashlib.sha256(
+        json.dumps([m.dataset, fold.name, names, asdict(lc), asdict(mc)]).encode()
+    ).hexdigest()[:12]
+    folder = Path(cfg.cache) / f"{m.dataset}-{fold.name.split(':')[0]}-{key}"
+    locus_path, mf_path = folder / "locus.pt", folder / "mf.pt"
+    t = time.time()
+    if locus_path.exists() and not cfg.quick:
+        fold.nets["locus"] = LocusEmbedder.from_checkpoint(locus_path)
+    else:
+        fold.nets["locus"] = train_locus(sub, lc, models=names, progress=True).embedder()
+        if not cfg.quick:
+            fold.nets["locus"].save(locus_path)
+    if mf_path.exists() and not cfg.quick:
+        blob = torch.load(mf_path, map_location="cpu", weights_only=True)
+        pred = CorrectnessPredictor(mc.predictor_config())
+        pred.load_state_dict(blob["state_dict"])
+        pred.eval()
+        fold.nets["mf"] = MFResult(pred, blob["embeddings"].numpy(), names, [], 0, {}, 0.0)
+    else:
+        fold.nets["mf"] = train_mf(sub, mc, models=names, progress=True)
+        if not cfg.quick:
+            folder.mkdir(parents=True, exist_ok=True)
+            torch.save(
+                {
+                    "state_dict": fold.nets["mf"].predictor.state_dict(),
+                    "embeddings": torch.from_numpy(fold.nets["mf"].embeddings),
+                },
+                mf_path,
+            )
+    fold.nets["seconds"] = time.time() - t
+
+
+# --------------------------------------------------------------------------------------------
+# per-model predictions of every method
+
+
+@dataclass
+class ModelPred:
+    """One model's predictions on one query set, for every method and hyper-parameter."""
+
+    p: dict[str, Array]  # method/config key -> [Q]
+    cost: Array  # [Q] predicted cost (shared by every method)
+    mean: float  # mean score of its evidence
+    mean_cost: float
+
+
+def _kr_keys() -> list[tuple[int, float, float, float]]:
+    return list(itertools.product(*KR_GRID.values()))  # type: ignore[arg-type]
+
+
+def _kr_name(prefix: str, c: tuple[int, float, float, float]) -> str:
+    return f"{prefix}|k={c[0]},beta={c[1]},alpha={c[2]},alpha_g={c[3]}"
+
+
+def predict_model(
+    m: EvalMatrix,
+    fold: Fold,
+    j: int,
+    ev_rows: IntArray,
+    q_rows: IntArray,
+    Xq_unit: Array,
+    *,
+    mf_z: Array,
+    configs: dict[str, Any] | None,
+) -> ModelPred:
+    """Every method's P(correct) for model column j from its evidence rows, on the query rows.
+
+    ``configs`` None = every hyper-parameter of every grid (validation); otherwise only the chosen
+    ones (``{"knn": K, "ridge": lam, "locus_kr": (k, beta, alpha, alpha_g), ...}``).
+    """
+    locus, mf = fold.nets["locus"], fold.nets["mf"]
+    ev_rows = ev_rows[~np.isnan(m.scores[ev_rows, j])]
+    X_ev, y_ev = m.embeddings[ev_rows], m.scores[ev_rows, j].astype(np.float32)
+    c_ev = np.nan_to_num(m.cost_usd[ev_rows, j]).astype(np.float32)
+    Xq = m.embeddings[q_rows]
+    sims = Xq_unit @ unit(X_ev).T  # [Q, n]
+    nn_idx, nn_sim = sorted_neighbours(sims, K_MAX)
+    cost = c_ev[nn_idx[:, :COST_K]].mean(1)
+    mean = float(y_ev.mean())
+    out: dict[str, Array] = {"best_avg": np.full(len(q_rows), mean, dtype=np.float32)}
+
+    z = locus.embed(X_ev, y_ev)
+    q_l = locus.predict(z[None], Xq)[:, 0]
+    q_own = locus.predict(z[None], X_ev)[:, 0]
+    out["locus"] = q_l
+    out["mf"] = mf.predict(Xq, mf_z[None])[:, 0]
+
+    def pick(name: str, grid: Any) -> list[Any]:
+        return list(grid) if configs is None else [configs[name]]
+
+    for K in pick("knn", KNN_GRID):
+        out[f"knn|{K}"] = y_ev[nn_idx[:, :K]].mean(1)
+    for lam in pick("ridge", RIDGE_GRID):
+        out[f"ridge|{lam}"] = _ridge(X_ev, y_ev, Xq, lam)
+    ev_l = Evidence.build(X_ev, y_ev, q_own)
+    ev_c = Evidence.build(X_ev, y_ev, np.full(len(y_ev), mean))
+    for prefix, ev, prior in (("locus_kr", ev_l, q_l), ("mean_kr", ev_c, out["best_avg"])):
+        for c in pick(prefix, _kr_keys()):
+            k, beta, alpha, alpha_g = c
+            g = global_offset(ev.resid, alpha_g)
+            r = kernel_residual(nn_idx, nn_sim, ev.resid - g, k=k, beta=beta, alpha=alpha)
+            out[_kr_name(prefix, tuple(c))] = np.clip(prior + g + r, 0.01, 0.99)
+    return ModelPred(out, cost.astype(np.float32), mean, float(c_ev.mean()))
+
+
+def _ridge(X: Array, y: Array, Xq: Array, lam: float) -> Array:
+    """Ridge regression of the score on the query embedding (intercept = mean score)."""
+    mu_x = X.mean(0)
+    Xc = (X - mu_x).astype(np.float64)
+    w = np.linalg.solve(Xc.T @ Xc + lam * np.eye(X.shape[1]), Xc.T @ (y - y.mean()))
+    return np.clip(y.mean() + (Xq - mu_x) @ w, 0.0, 1.0).astype(np.float32)
+
+
+def draw_rows(rows: IntArray, k: int, seed: int, *keys: int) -> IntArray:
+    """k rows drawn at random (seeded by the fold, k, draw and model), never the first k."""
+    rng = np.random.default_rng([seed, *keys])
+    return np.sort(rng.choice(rows, size=min(k, len(rows)), replace=False))
+
+
+# --------------------------------------------------------------------------------------------
+# routing and pair metrics
+
+
+def route_acc(choice: IntArray, truth: Array) -> float:
+    return float(np.nan_to_num(truth[np.arange(len(choice)), choice]).mean())
+
+
+def method_choice(
+    name: str, P: Array, C: Array, means: Array, mean_costs: Array, lam: float, margin: float
+) -> IntArray:
+    if name in (METHOD, "knn_margin") or name.startswith("locus_kr") or margin > 0:
+        default = int(np.argmax(means - lam * mean_costs))
+        return decide(P, C, lam, default, margin)
+    return mt.choose(P, C, lam)
+
+
+def apgr(s: Array, y_strong: Array, y_weak: Array, seed: int) -> dict[str, float]:
+    """RouteLLM's APGR and CPT(50%): queries sent to the strong model by decreasing score s."""
+    n = len(s)
+    jitter = np.random.default_rng([seed, 0x5EED]).random(n) * 1e-9  # random tie-breaking
+    order = np.argsort(-(s.astype(np.float64) + jitter), kind="stable")
+    ys, yw = np.nan_to_num(y_strong[order]), np.nan_to_num(y_weak[order])
+    gain = np.concatenate([[0.0], np.cumsum(ys - yw)])  # n+1 points: 0..n calls to strong
+    perf = (yw.sum() + gain) / n
+    a_w, a_s = perf[0], perf[-1]
+    if a_s - a_w <= 0:
+        return {"apgr": float("nan"), "cpt50": float("nan")}
+    pgr = (perf - a_w) / (a_s - a_w)
+    frac = np.arange(n + 1) / n
+    reach = np.flatnonzero(pgr >= 0.5)
+    return {
+        "apgr": float(np.trapezoid(pgr, frac)),
+        "cpt50": float(frac[reach[0]]) if len(reach) else 1.0,
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# the benchmark
+
+
+@dataclass
+class FoldPreds:
+    """Predictions of one fold on one query set: per (k, draw), held models then seen models."""
+
+    held: dict[tuple[int, int], list[ModelPred]]
+    seen: list[ModelPred]
+
+
+def fold_predictions(
+    m: EvalMatrix, fold: Fold, q_rows: IntArray, cfg: GenConfig, configs: dict[str, Any] | None
+) -> FoldPreds:
+    from training.locus import fit_model_embedding
+
+    Xq_unit = unit(m.embeddings[q_rows])
+    mf = fold.nets["mf"]
+    init = mf.embeddings.mean(0)
+    mf_cache: dict[tuple[int, int, int], Array] = fold.nets.setdefault("mf_z", {})
+    held: dict[tuple[int, int], list[ModelPred]] = {}
+    for k in fold.ks:
+        for d in range(cfg.draws if not cfg.quick else 2):
+            preds = []
+            for j in fold.held:
+                rows = draw_rows(fold.train_rows[~np.isnan(m.scores[fold.train_rows, j])], k,
+                                 cfg.seed, hash_name(fold.name), k, d, j)  # fmt: skip
+                key = (k, d, j)
+                if key not in mf_cache:
+                    mf_cache[key] = fit_model_embedding(
+                        mf.predictor, m.embeddings[rows], m.scores[rows, j], init=init
+                    )
+                preds.append(
+                    predict_model(m, fold, j, rows, q_rows, Xq_unit, mf_z=mf_cache[key],
+                                  configs=configs)
+                )  # fmt: skip
+            held[(k, d)] = preds
+    seen = []
+    for j in fold.seen:
+        i = fold.train_models.index(j)
+        seen.append(
+            predict_model(m, fold, j, fold.train_rows, q_rows, Xq_unit,
+                          mf_z=mf.embeddings[i], configs=configs)
+        )  # fmt: skip
+    return FoldPreds(held, seen)
+
+
+def hash_name(name: str) -> int:
+    return int(hashlib.sha256(name.encode()).hexdigest()[:8], 16)
+
+
+def _method_keys(preds: list[ModelPred]) -> list[str]:
+    return list(preds[0].p)
+
+
+def _pools(fold: Fold) -> dict[str, bool]:
+    """Pool name -> whether the seen models are in it."""
+    return {"held": False} if fold.kind == "tasks" else {"held": False, "all": True}
+
+
+def validation_scores(m: EvalMatrix, fold: Fold, fp: FoldPreds) -> dict[str, float]:
+    """Mean validation routing accuracy at lambda = 0 of every (method, config, margin)."""
+    truth = m.scores[fold.val_rows]
+    sums: dict[str, list[float]] = {}
+    for (_k, _d), held in fp.held.items():
+        for pool, with_seen in _pools(fold).items():
+            preds = held + (fp.seen if with_seen else [])
+            cols = fold.held + (fold.seen if with_seen else [])
+            T = truth[:, cols]
+            means = np.array([p.mean for p in preds])
+            for key in _method_keys(preds):
+                P = np.stack([p.p[key] for p in preds], 1)
+                margins = MARGINS if key.split("|")[0] in ("locus_kr", "mean_kr") else (0.0,)
+                for mg in margins:
+                    if mg > 0 or key.split("|")[0] in ("locus_kr", "mean_kr"):
+                        ch = decide(P, np.zeros_like(P), 0.0, int(np.argmax(means)), mg)
+                    else:
+                        ch = P.argmax(1)
+                    sums.setdefault(f"{key}@{mg}", []).append(route_acc(ch, T))
+            del pool
+    return {k: float(np.mean(v)) for k, v in sums.items()}
+
+
+def select_configs(val: dict[str, dict[str, float]], fold: str) -> dict[str, Any]:
+    """For ``fold``: the configs with the best mean validation score over the OTHER folds."""
+    others = [v for f, v in val.items() if f != fold] or list(val.values())
+    keys = list(others[0])
+    mean = {k: float(np.mean([o[k] for o in others])) for k in keys}
+
+    def best(prefix: str) -> tuple[str, float]:
+        cands = [k for k in keys if k.split("|")[0].split("@")[0] == prefix]
+        top = max(cands, key=lambda k: (mean[k], -len(k)))
+        return top, mean[top]
+
+    out: dict[str, Any] = {}
+    for prefix in ("knn", "ridge"):
+        key, score = best(prefix)
+        out[prefix] = float(key.split("|")[1].split("@")[0])
+        if prefix == "knn":
+            out[prefix] = int(out[prefix])
+        out[f"{prefix}_val"] = score
+    for prefix in ("locus_kr", "mean_kr"):
+        key, score = best(prefix)
+        body, mg = key.split("|")[1].split("@")
+        vals = dict(kv.split("=") for kv in body.split(","))
+        out[prefix] = (int(vals["k"]), float(vals["beta"]), float(vals["alpha"]),
+                       float(vals["alpha_g"]))  # fmt: skip
+        out[f"{prefix}_margin"] = float(mg)
+        out[f"{prefix}_val"] = score
+        # the same predictor without the do-no-harm default (ablation)
+        out[f"{prefix}_nomargin_val"] = mean[f"{key.split('@')[0]}@0.0"]
+    return out
+
+
+def test_metrics(
+    m: EvalMatrix, fold: Fold, fp: FoldPreds, configs: dict[str, Any], seed: int
+) -> dict[str, Any]:
+    """Every test metric of the chosen configs for one fold: per (k, draw), per pool, per method."""
+    truth = m.scores[fold.test_rows]
+    tcost = m.cost_usd[fold.test_rows]
+    kr = _kr_name("locus_kr", configs["locus_kr"])
+    mk = _kr_name("mean_kr", configs["mean_kr"])
+    methods = {
+        METHOD: (kr, configs["locus_kr_margin"]),
+        "locus_kr_nomargin": (kr, 0.0),
+        "mean_kr": (mk, configs["mean_kr_margin"]),
+        "locus": ("locus", 0.0),
+        "mf": ("mf", 0.0),
+        "knn": (f"knn|{configs['knn']}", 0.0),
+        "ridge": (f"ridge|{configs['ridge']}", 0.0),
+        "best_avg": ("best_avg", 0.0),
+    }
+    train_acc = {j: float(np.nanmean(m.scores[fold.train_rows, j])) for j in fold.held}
+    out: dict[str, Any] = {}
+    for (k, d), held in fp.held.items():
+        entry: dict[str, Any] = {"pools": {}, "correctness": {}, "pairs": {}}
+        # correctness prediction on the held-out models' test cells
+        Th = truth[:, fold.held]
+        for name, (key, _) in methods.items():
+            if name in ("locus_kr_nomargin",):
+                continue
+            P = np.stack([p.p[key] for p in held], 1)
+            entry["correctness"][name] = {
+                "accuracy": mt.correctness_accuracy(P, Th),
+                "auroc": mt.auroc(P, Th),
+                "log_loss": mt.log_loss(np.clip(P, 1e-3, 1 - 1e-3), Th),
+            }
+        for pool, with_seen in _pools(fold).items():
+            preds = held + (fp.seen if with_seen else [])
+            cols = fold.held + (fold.seen if with_seen else [])
+            T, Cq = truth[:, cols], tcost[:, cols]
+            means = np.array([p.mean for p in preds])
+            mcost = np.array([p.mean_cost for p in preds])
+            C = np.stack([p.cost for p in preds], 1)
+            lo, hi = mt.pool_cost_range(Cq)
+            singles_c = np.nanmean(Cq, 0)
+            singles_a = np.nan_to_num(T).mean(0)
+            hc, ha = mt.upper_hull(singles_c, singles_a)
+            pe: dict[str, Any] = {
+                "models": len(cols),
+                "best_single": float(singles_a.max()),
+                "oracle": float(np.nanmax(np.nan_to_num(T, nan=0.0), 1).mean()),
+                "hull_auc": mt.common_range_auc(hc, ha, lo, hi),
+                "cost_range": [lo, hi],
+                "methods": {},
+            }
+            for name, (key, mg) in methods.items():
+                P = np.stack([p.p[key] for p in preds], 1)
+                ch0 = method_choice(name, P, np.zeros_like(P), means, mcost, 0.0, mg)
+                pts = [
+                    mt.realised(method_choice(name, P, C, means, mcost, float(lam), mg), T, Cq)
+                    for lam in mt.LAMBDAS
+                ]
+                fa, fc = np.array([a for a, _ in pts]), np.array([c for _, c in pts])
+                above = mt.fraction_above_hull(fc, fa, hc, ha)
+                pe["methods"][name] = {
+                    "accuracy": route_acc(ch0, T),
+                    "frontier_auc": mt.common_range_auc(fc, fa, lo, hi),
+                    "above_hull": above["fraction"],
+                    "distinct_models": int(len(np.unique(ch0))),
+                    "top_share": float(np.bincount(ch0).max() / len(ch0)),
+                    "_frontier": (fc.tolist(), fa.tolist()) if (k == 128 and d == 0) else None,
+                }
+            if k == 128 and d == 0:
+                pe["_singles"] = (singles_c.tolist(), singles_a.tolist())
+                pe["_hull"] = (hc.tolist(), ha.tolist())
+            entry["pools"][pool] = pe
+        # strong/weak pairs among the held-out models (>= 5 points apart on the train split)
+        if fold.kind == "models":
+            for a, b in itertools.combinations(range(len(fold.held)), 2):
+                ja, jb = fold.held[a], fold.held[b]
+                if abs(train_acc[ja] - train_acc[jb]) < 0.05:
+                    continue
+                s_i, w_i = (a, b) if train_acc[ja] > train_acc[jb] else (b, a)
+                pair = f"{m.models[fold.held[s_i]]} / {m.models[fold.held[w_i]]}"
+                res = {}
+                for name, (key, _) in methods.items():
+                    if name == "locus_kr_nomargin":
+                        continue
+                    s = held[s_i].p[key] - held[w_i].p[key]
+                    res[name] = apgr(s, truth[:, fold.held[s_i]], truth[:, fold.held[w_i]],
+                                     seed + k + d)  # fmt: skip
+                entry["pairs"][pair] = res
+        out[f"{k}/{d}"] = entry
+    return out
+
+
+def run_generalization(cfg: GenConfig) -> dict[str, Any]:
+    import torch
+
+    torch.set_num_threads(cfg.threads)
+    t0 = time.time()
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    n_folds = dict(kv.split("=") for kv in cfg.model_folds.split(","))
+    report: dict[str, Any] = {
+        "config": asdict(cfg),
+        "method": METHOD,
+        "locus_fold_config": asdict(locus_fold_config(cfg)),
+        "mf_fold_config": asdict(mf_fold_config(cfg)),
+        "grids": {"knn": KNN_GRID, "ridge": RIDGE_GRID, "locus_kr": KR_GRID, "margins": MARGINS},
+        "datasets": {},
+    }
+    for ds in [d.strip() for d in cfg.datasets.split(",") if d.strip()]:
+        m = load_matrix(ds)
+        if cfg.quick:
+            m = _quick_matrix(m)
+        folds = build_folds(m, cfg, int(n_folds.get(ds, 4)) if not cfg.quick else 2)
+        for fold in tqdm(folds, desc=f"{ds}: train folds"):
+            train_fold_nets(m, fold, cfg)
+        res: dict[str, Any] = {"models": m.models, "folds": {}, "kinds": {}}
+        for kind in ("models", "tasks"):
+            kf = [f for f in folds if f.kind == kind]
+            if not kf:
+                continue
+            val = {}
+            for fold in tqdm(kf, desc=f"{ds}: {kind} validation"):
+                val[fold.name] = validation_scores(
+                    m, fold, fold_predictions(m, fold, fold.val_rows, cfg, None)
+                )
+            for fold in tqdm(kf, desc=f"{ds}: {kind} test"):
+                chosen = select_configs(val, fold.name)
+                fp = fold_predictions(m, fold, fold.test_rows, cfg, chosen)
+                res["folds"][fold.name] = {
+                    "kind": kind,
+                    "held": [m.models[j] for j in fold.held],
+                    "train_seconds": fold.nets.get("seconds"),
+                    "test_questions": len(fold.test_rows),
+                    "chosen": chosen,
+                    "results": test_metrics(m, fold, fp, chosen, cfg.seed),
+                }
+            res["kinds"][kind] = aggregate(res["folds"], kind)
+        report["datasets"][ds] = res
+    report["seconds"] = time.time() - t0
+    figures = collect_figures(report)
+    report["targets"] = targets(report)
+    slim = strip_private(report)
+    (out / "report.json").write_text(json.dumps(slim, indent=1, default=_json) + "\n")
+    from training.evaluation import gen_report
+
+    gen_report.write_plots(figures, out)
+    (out / "summary.md").write_text(gen_report.render_summary(slim))
+    log.info("wrote %s", out / "report.json")
+    return slim
+
+
+def _quick_matrix(m: EvalMatrix) -> EvalMatrix:
+    """A small slice for tests: 6 models, 400 train / 120 val / 120 test questions."""
+    rng = np.random.default_rng(0)
+    rows = np.concatenate(
+        [rng.choice(np.flatnonzero(m.split == s), n, replace=False)
+         for s, n in (("train", 400), ("val", 120), ("test", 120))]
+    )  # fmt: skip
+    return m.subset(np.sort(rows)).select_models(m.models[:6])
+
+
+def _json(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, tuple):
+        return list(o)
+    raise TypeError(type(o))
+
+
+def aggregate(folds: dict[str, Any], kind: str) -> dict[str, Any]:
+    """Mean (and std over folds x draws) of every figure, per k, pool and method."""
+    acc: dict[str, dict[str, dict[str, list[float]]]] = {}
+    corr: dict[str, dict[str, dict[str, list[float]]]] = {}
+    pairs: dict[str, dict[str, list[float]]] = {}
+    pair_names: set[str] = set()
+    for f in folds.values():
+        if f["kind"] != kind:
+            continue
+        for kd, e in f["results"].items():
+            k = kd.split("/")[0]
+            for pool, pe in e["pools"].items():
+                slot = acc.setdefault(f"{pool}/{k}", {})
+                for ref in ("best_single", "oracle", "hull_auc"):
+                    slot.setdefault("ref", {}).setdefault(ref, []).append(pe[ref])
+                for name, me in pe["methods"].items():
+                    for fig in ("accuracy", "frontier_auc", "above_hull", "top_share"):
+                        slot.setdefault(name, {}).setdefault(fig, []).append(me[fig])
+            for name, ce in e["correctness"].items():
+                for fig, v in ce.items():
+                    corr.setdefault(k, {}).setdefault(name, {}).setdefault(fig, []).append(v)
+            for pair, pr in e["pairs"].items():
+                pair_names.add(pair)
+                for name, v in pr.items():
+                    if np.isfinite(v["apgr"]):
+                        pairs.setdefault(f"{k}", {}).setdefault(name, []).append(v["apgr"])
+                        pairs.setdefault(f"{k}/cpt50", {}).setdefault(name, []).append(v["cpt50"])
+
+    def ms(v: list[float]) -> dict[str, float]:
+        a = np.asarray(v, dtype=float)
+        return {"mean": float(np.nanmean(a)), "std": float(np.nanstd(a)), "n": int(len(a))}
+
+    return {
+        "routing": {
+            pk: {name: {fig: ms(v) for fig, v in figs.items()} for name, figs in slot.items()}
+            for pk, slot in acc.items()
+        },
+        "correctness": {
+            k: {name: {fig: ms(v) for fig, v in figs.items()} for name, figs in d.items()}
+            for k, d in corr.items()
+        },
+        "pairs": {k: {name: ms(v) for name, v in d.items()} for k, d in pairs.items()},
+        "pair_names": sorted(pair_names),
+    }
+
+
+def collect_figures(report: dict[str, Any]) -> dict[str, Any]:
+    """The curves the plots need (frontiers at k = 128, first draw; accuracy vs k; APGR vs k)."""
+    figs: dict[str, Any] = {}
+    for ds, res in report["datasets"].items():
+        for fname, f in res["folds"].items():
+            e = f["results"].get("128/0")
+            if e is None:
+                continue
+            for pool, pe in e["pools"].items():
+                figs.setdefault("frontiers", {})[f"{ds} {fname} {pool}"] = {
+                    "curves": {n: me["_frontier"] for n, me in pe["methods"].items()
+                               if me.get("_frontier")},
+                    "singles": pe.get("_singles"),
+                    "hull": pe.get("_hull"),
+                }  # fmt: skip
+        figs.setdefault("kinds", {})[ds] = res["kinds"]
+    return figs
+
+
+def strip_private(o: Any) -> Any:
+    """Drop the '_'-prefixed curve data (plots only) so report.json stays small."""
+    if isinstance(o, dict):
+        return {k: strip_private(v) for k, v in o.items() if not str(k).startswith("_")}
+    if isinstance(o, list):
+        return [strip_private(v) for v in o]
+    return o
+
+
+def targets(report: dict[str, Any]) -> dict[str, Any]:
+    """The issue's targets, read off the aggregated figures (k = 128 unless stated)."""
+    out: dict[str, Any] = {}
+    baselines = ("locus", "mf", "knn", "ridge", "best_avg")
+    for ds, res in report["datasets"].items():
+        kinds = res["kinds"].get("models")
+        if not kinds:
+            continue
+        t: dict[str, Any] = {}
+        for pool in ("held", "all"):
+            r = kinds["routing"].get(f"{pool}/128")
+            if r is None:
+                continue
+            ours = r[METHOD]["accuracy"]["mean"]
+            best_b = max(baselines, key=lambda b: r[b]["accuracy"]["mean"])
+            ks = sorted({int(k.split("/")[1]) for k in kinds["routing"] if k.startswith(pool)})
+            below = [
+                k for k in ks
+                if kinds["routing"][f"{pool}/{k}"][METHOD]["accuracy"]["mean"]
+                < kinds["routing"][f"{pool}/{k}"]["best_avg"]["accuracy"]["mean"]
+            ]  # fmt: skip
+            t[f"routing_{pool}_k128"] = {
+                "ours": ours,
+                "best_baseline": best_b,
+                "best_baseline_accuracy": r[best_b]["accuracy"]["mean"],
+                "margin_points": 100 * (ours - r[best_b]["accuracy"]["mean"]),
+                "met_1pt": bool(ours >= r[best_b]["accuracy"]["mean"] + 0.01),
+                "ks_below_best_avg": below,
+                "best_single_test": r["ref"]["best_single"]["mean"],
+                "above_hull": r[METHOD]["above_hull"]["mean"],
+                "frontier_auc": r[METHOD]["frontier_auc"]["mean"],
+                "hull_auc": r["ref"]["hull_auc"]["mean"],
+            }
+        pr = kinds["pairs"].get("128")
+        if pr:
+            ours = pr[METHOD]["mean"]
+            t["pairs_k128"] = {
+                "ours": ours,
+                "std": pr[METHOD]["std"],
+                "n": pr[METHOD]["n"],
+                "baselines": {b: pr[b]["mean"] for b in baselines if b in pr},
+                "met": bool(ours >= 0.55 and all(ours > pr[b]["mean"] for b in baselines)),
+            }
+        c = kinds["correctness"].get("128")
+        if c:
+            t["correctness_k128"] = {
+                n: {"accuracy": v["accuracy"]["mean"], "log_loss": v["log_loss"]["mean"],
+                    "auroc": v["auroc"]["mean"]}
+                for n, v in c.items()
+            }  # fmt: skip
+        out[ds] = t
+    return out
+
+
+def _run(args: argparse.Namespace) -> int:
+    from training.config_cli import dataclass_from_args
+
+    cfg = dataclass_from_args(GenConfig, args)
+    if cfg.quick:
+        cfg = replace(cfg, task_folds=min(cfg.task_folds, 2))
+    run_generalization(cfg)
+    return 0
+
+
+def register_generalization(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> None:
+    from training.config_cli import add_dataclass_args
+
+    p = subparsers.add_parser(
+        "generalization", help="leave-models-out / leave-tasks-out routing benchmark"
+    )
+    add_dataclass_args(p, GenConfig)
+    p.set_defaults(handler=_run)

@@ -1,0 +1,163 @@
+"""LOCUS-KR: LOCUS's prior, corrected by a model's own evaluations, with a do-no-harm default.
+
+The routing method the gateway serves and ``junction eval generalization`` measures. For a model
+m with evaluations (x_i, y_i), i = 1..n, and a query x:
+
+1. prior: q_m(x) = LOCUS P(correct) from the model embedding z_m (one forward pass over the n
+   evaluations) -- what every model shares through the seen models;
+2. global correction: g_m = sum_i e_i / (n + alpha_g), e_i = y_i - q_m(x_i) (a shrunk offset that
+   fixes the prior's base rate for this model);
+3. kernel residual: r_m(x) = sum_{i in N_K(x)} w_i (e_i - g_m) / (sum w_i + alpha), over the K
+   evaluations nearest to x (cosine), w_i = exp(beta (cos(x, x_i) - 1)); with few or distant
+   neighbours the sum is small against alpha and the prediction falls back to the prior;
+4. p_m(x) = clip(q_m(x) + g_m + r_m(x), 0.01, 0.99).
+
+The decision (:func:`decide`) stays with the default model -- the best-supported one, whose
+evaluations score highest -- unless another model's utility is higher by ``margin``. With a large
+margin this is exactly the best-average pick; the margin and (K, beta, alpha, alpha_g) are chosen on
+leave-models-out validation folds (``training/evaluation/generalization.py``).
+
+Usage::
+
+    kr = KRParams(k=25, beta=10.0, alpha=0.5, alpha_g=20.0, margin=0.05)
+    ev = Evidence.build(X_m, y_m, prior_on_own=q_m_on_X_m)      # once per model
+    p = kr_predict(ev, prior_q, sims_to_evidence, kr)            # [B]
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+Array = npt.NDArray[np.float32]
+P_CLIP = (0.01, 0.99)
+
+
+@dataclass(frozen=True)
+class KRParams:
+    """The method's hyper-parameters (chosen on validation folds; stored in the bundle)."""
+
+    k: int = 25  # nearest evaluations in the kernel residual (0 = global correction only)
+    beta: float = 10.0  # kernel sharpness on cosine similarity
+    alpha: float = 0.5  # shrinkage of the kernel residual towards 0 (pseudo-weight)
+    alpha_g: float = 20.0  # shrinkage of the global offset towards 0 (pseudo-count)
+    margin: float = 0.05  # utility gain needed to leave the default (best-supported) model
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> KRParams:
+        return cls(
+            **{k: type(getattr(cls(), k))(v) for k, v in d.items() if k in cls.__dataclass_fields__}
+        )
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """A model's evaluations as the method uses them: unit query vectors, residuals, mean."""
+
+    X: Array  # [n, D] L2-normalised query embeddings
+    resid: Array  # [n] y_i - q_m(x_i)
+    mean: float  # mean score of the evaluations (what the best-average pick ranks by)
+    n: int
+
+    @classmethod
+    def build(cls, X: npt.ArrayLike, y: npt.ArrayLike, prior_on_own: npt.ArrayLike) -> Evidence:
+        Xa = np.asarray(X, dtype=np.float32)
+        norm = np.linalg.norm(Xa, axis=1, keepdims=True)
+        Xa = Xa / np.maximum(norm, 1e-12)
+        ya = np.asarray(y, dtype=np.float32)
+        resid = ya - np.asarray(prior_on_own, dtype=np.float32)
+        return cls(Xa, resid.astype(np.float32), float(ya.mean()) if len(ya) else 0.0, len(ya))
+
+
+def unit(X: npt.ArrayLike) -> Array:
+    Xa = np.asarray(X, dtype=np.float32)
+    return Xa / np.maximum(np.linalg.norm(Xa, axis=1, keepdims=True), 1e-12)
+
+
+def global_offset(resid: Array, alpha_g: float) -> float:
+    return float(resid.sum() / (len(resid) + alpha_g)) if len(resid) else 0.0
+
+
+def topk(sims: Array, k: int) -> tuple[npt.NDArray[np.int64], Array]:
+    """Indices [B, k] and similarities [B, k] of the k largest entries per row (k <= n)."""
+    k = min(k, sims.shape[1])
+    idx = (
+        np.argpartition(-sims, k - 1, axis=1)[:, :k]
+        if k < sims.shape[1]
+        else np.broadcast_to(np.arange(sims.shape[1]), sims.shape)
+    )
+    return np.asarray(idx, dtype=np.int64), np.take_along_axis(sims, idx, axis=1)
+
+
+def kernel_residual(
+    nn_idx: npt.NDArray[np.int64],
+    nn_sim: Array,
+    resid: Array,
+    *,
+    k: int,
+    beta: float,
+    alpha: float,
+) -> Array:
+    """r(x) [B] from each query's nearest evaluations (``nn_idx`` sorted or not, first k used).
+
+    ``nn_idx``/``nn_sim`` hold at least k neighbours per row ordered by decreasing similarity.
+    """
+    if k <= 0 or nn_idx.shape[1] == 0:
+        return np.zeros(nn_idx.shape[0], dtype=np.float32)
+    idx, sim = nn_idx[:, :k], nn_sim[:, :k]
+    w = np.exp(beta * (sim - 1.0))
+    return ((w * resid[idx]).sum(1) / (w.sum(1) + alpha)).astype(np.float32)
+
+
+def sorted_neighbours(sims: Array, k: int) -> tuple[npt.NDArray[np.int64], Array]:
+    """The k nearest evaluations per query, by decreasing similarity."""
+    idx, s = topk(sims, k)
+    order = np.argsort(-s, axis=1, kind="stable")
+    return np.take_along_axis(idx, order, axis=1), np.take_along_axis(s, order, axis=1)
+
+
+def kr_predict(
+    ev: Evidence,
+    prior: Array,
+    params: KRParams,
+    *,
+    X: Array | None = None,
+    neighbours: tuple[npt.NDArray[np.int64], Array] | None = None,
+) -> Array:
+    """P(correct) [B] of one model on B queries: prior [B] + global offset + kernel residual.
+
+    Pass the query embeddings ``X`` [B, D] (unit norm), or precomputed ``neighbours`` (indices
+    and similarities of each query's nearest evaluations, decreasing similarity).
+    """
+    g = global_offset(ev.resid, params.alpha_g)
+    p = np.asarray(prior, dtype=np.float32) + g
+    if params.k > 0 and ev.n > 0:
+        if neighbours is None:
+            if X is None:
+                raise ValueError("kr_predict needs X or neighbours")
+            neighbours = sorted_neighbours(unit(X) @ ev.X.T, params.k)
+        p = p + kernel_residual(
+            neighbours[0], neighbours[1], ev.resid - g, k=params.k, beta=params.beta,
+            alpha=params.alpha,
+        )  # fmt: skip
+    return np.clip(p, *P_CLIP).astype(np.float32)
+
+
+def decide(p: Array, cost: Array, lam: float, default: int, margin: float) -> npt.NDArray[np.int64]:
+    """argmax_m p - lam * cost, but stay with ``default`` unless the gain exceeds ``margin``."""
+    util = np.asarray(p, dtype=np.float64) - lam * np.asarray(cost, dtype=np.float64)
+    best = util.argmax(axis=1)
+    rows = np.arange(len(best))
+    keep = util[rows, best] <= util[:, default] + margin
+    return np.where(keep, default, best).astype(np.int64)
+
+
+def default_model(means: npt.ArrayLike) -> int:
+    """The best-supported model: the one whose evaluations score highest (the best-average pick)."""
+    return int(np.argmax(np.asarray(means)))
