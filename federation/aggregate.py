@@ -33,9 +33,13 @@ log = logging.getLogger(__name__)
 Arrays = dict[str, npt.NDArray[np.float32]]
 
 
+PER_MODEL_PREFIXES = ("head_w.", "head_b.", "model_z.")
+
+
 def group_of(key: str) -> str:
-    """``trunk`` or ``head:<model index>`` for a state-dict key of the MLP router."""
-    if key.startswith(("head_w.", "head_b.")):
+    """``trunk`` (what every client trains: the trunk, a shared head) or ``head:<model index>``
+    (a per-model head, bias or model embedding) for a state-dict key of the MLP router."""
+    if key.startswith(PER_MODEL_PREFIXES):
         return "head:" + key.split(".", 1)[1]
     return "trunk"
 
@@ -137,3 +141,52 @@ def aggregate(
             step = np.tensordot(w / w.sum(), stack, axes=1)
         new[key] = (np.asarray(g, dtype=np.float64) + step).astype(np.float32)
     return new, report
+
+
+class ServerOptimizer:
+    """The server's step on the shared parameters (group ``trunk``) after aggregation.
+
+    The aggregated mean is read as a pseudo-gradient ``d = mean - global`` (Reddi et al., Adaptive
+    Federated Optimization): ``avg`` takes it as is (FedAvg), ``momentum`` keeps a velocity
+    ``v = beta v + d`` and steps ``lr v`` (FedAvgM), ``adam`` steps ``lr m / (sqrt(u) + tau)``
+    with Adam's first and second moments of ``d`` (FedAdam). Per-model heads always take the
+    plain mean: a head missing from a round must not keep moving on stale momentum.
+
+    Usage::
+
+        opt = ServerOptimizer("momentum", lr=1.0, beta=0.9)
+        new = opt.step(global_arrays, averaged)
+    """
+
+    def __init__(
+        self, kind: str = "avg", *, lr: float = 1.0, beta: float = 0.9, tau: float = 1e-3
+    ) -> None:
+        if kind not in ("avg", "momentum", "adam"):
+            raise ValueError(f"unknown server optimiser {kind!r}")
+        self.kind, self.lr, self.beta, self.tau = kind, lr, beta, tau
+        self.m: dict[str, npt.NDArray[np.float64]] = {}
+        self.u: dict[str, npt.NDArray[np.float64]] = {}
+
+    def step(
+        self,
+        global_arrays: Mapping[str, npt.NDArray[np.float32]],
+        averaged: Mapping[str, npt.NDArray[np.float32]],
+    ) -> Arrays:
+        if self.kind == "avg":
+            return {k: np.asarray(v, dtype=np.float32) for k, v in averaged.items()}
+        out: Arrays = {}
+        for key, new in averaged.items():
+            g = np.asarray(global_arrays[key], dtype=np.float64)
+            d = np.asarray(new, dtype=np.float64) - g
+            if group_of(key) != "trunk":
+                out[key] = np.asarray(new, dtype=np.float32)
+                continue
+            if self.kind == "momentum":
+                self.m[key] = self.beta * self.m.get(key, np.zeros_like(d)) + d
+                out[key] = (g + self.lr * self.m[key]).astype(np.float32)
+            else:
+                self.m[key] = self.beta * self.m.get(key, np.zeros_like(d)) + (1 - self.beta) * d
+                self.u[key] = 0.99 * self.u.get(key, np.zeros_like(d)) + 0.01 * d**2
+                step = self.m[key] / (np.sqrt(self.u[key]) + self.tau)
+                out[key] = (g + self.lr * step).astype(np.float32)
+        return out

@@ -8,6 +8,8 @@ Usage::
     junction federate deploy --data a.jsonl --data b.jsonl --router kmeans --out reports/fed/dep
     junction federate publish --router reports/fed/rb-mlp/federated/router.pt \\
         --gateway http://127.0.0.1:8000 --name fed-mlp --activate
+    junction federate grid --only 'rb_*'           # the committed experiment grid
+    junction federate results                      # federation/RESULTS.md from its reports
 """
 
 from __future__ import annotations
@@ -90,6 +92,55 @@ def _table(args: argparse.Namespace) -> int:
     return 0
 
 
+def _grid(args: argparse.Namespace) -> int:
+    from federation.grid import run_grid
+
+    done = run_grid(Path(args.out), Path(args.scratch), pattern=args.only, force=args.force)
+    sys.stdout.write(json.dumps({"ran": done, "out": str(args.out)}) + "\n")
+    return 0
+
+
+def _results(args: argparse.Namespace) -> int:
+    from federation.grid import CHOSEN_MLP, LOGS, MLP_METHODS, load_reports
+    from federation.report import results_markdown, write_plots
+
+    runs = Path(args.runs)
+    reports = load_reports(runs)
+    if not reports:
+        log.error("no <run>/report.json under %s", runs)
+        return 1
+    reruns = {
+        p.parent.name: p.read_bytes() == (runs / p.parent.name / "report.json").read_bytes()
+        for p in sorted((runs.parent / "rerun").glob("*/report.json"))
+        if (runs / p.parent.name / "report.json").exists()
+    }
+    out = Path(args.out)
+    plots: list[str] = []
+    for name in args.plot:
+        if name in reports:
+            dest = out.parent / "results" / "plots" / name
+            dest.mkdir(parents=True, exist_ok=True)
+            for path in write_plots(reports[name], dest):
+                plots.append(str(path.relative_to(out.parent / "results")))
+    descr = {
+        "rb": "RouterBench, 11 models",
+        "mm": "MMLU-Pro, its 18 seen models (4 held out for onboarding stay out)",
+        "mm22skew": "made by the command from the MMLU-Pro evaluation log: all 22 models "
+        "(`--held-out include`) with strong per-client model skew (`--model-alpha 0.1`)",
+    }
+    text = results_markdown(
+        reports,
+        logs={k: descr.get(k, str(v)) for k, v in LOGS.items()},
+        methods=list(MLP_METHODS),
+        chosen=CHOSEN_MLP,
+        reruns=reruns,
+        plots=plots,
+    )
+    out.write_text(text)
+    sys.stdout.write(json.dumps({"runs": len(reports), "out": str(out)}) + "\n")
+    return 0
+
+
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     from federation.config import FederationConfig
 
@@ -121,6 +172,31 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     t = sub.add_parser("table", help="one Markdown table of every simulate report under RUNS")
     t.add_argument("runs", help="a directory holding simulate output directories")
     t.set_defaults(handler=_table)
+
+    g = sub.add_parser(
+        "grid",
+        help="run the committed experiment grid (federation/grid.py): each missing run's "
+        "report.json and summary.md under OUT/<run>",
+    )
+    g.add_argument("--out", default="federation/results/runs", help="where reports go")
+    g.add_argument("--scratch", default="reports/fed", help="routers and plots of each run")
+    g.add_argument("--only", default=None, help="shell pattern of run names, e.g. 'rb_*'")
+    g.add_argument("--force", action="store_true", help="re-run runs that have a report")
+    g.set_defaults(handler=_grid)
+
+    r = sub.add_parser(
+        "results",
+        help="federation/RESULTS.md (and its plots) from the committed per-run reports",
+    )
+    r.add_argument("runs", nargs="?", default="federation/results/runs", help="reports dir")
+    r.add_argument("--out", default="federation/RESULTS.md", help="the Markdown file to write")
+    r.add_argument(
+        "--plot",
+        action="append",
+        default=["rb_mlp_shared_s0", "mm22skew_mlp_shared_s0", "mm22skew_kmeans_s0"],
+        help="runs whose plots to draw beside it",
+    )
+    r.set_defaults(handler=_results)
 
     p = sub.add_parser("publish", help="upload a router checkpoint to the gateway's admin API")
     p.add_argument("--router", required=True, help="router checkpoint (router.pt)")

@@ -36,6 +36,7 @@ from flwr.clientapp import ClientApp
 from federation.config import FederationConfig
 from federation.data_source import client_data
 from federation.local import (
+    NetSpec,
     kmeans_pass1,
     kmeans_pass2,
     log_cost_moments,
@@ -74,9 +75,16 @@ def _models(config: Any) -> list[str]:
     return [str(m) for m in config["models"]]
 
 
+def calibration_seed(run_seed: int, client: int) -> int:
+    """The seed of a client's calibration set: the run seed and the client, never the round, so
+    the set is drawn once and every round (and both router kinds) sees the same rows."""
+    return run_seed * 1_000_003 + 500_009 + client
+
+
 def calibration_set(data: ClientData, model: int, frac: float, seed: int) -> EvalMatrix:
-    """Rows that carry the new model's label: a ``frac`` sample of the training prompts evaluated
-    on it (experiments reveal them from the full labels), or the client's own rows of it."""
+    """Rows that carry the new model's label: a fixed ``frac`` sample of the training prompts
+    evaluated on it (experiments reveal them from the full labels; ``seed`` from
+    :func:`calibration_seed`), or the client's own rows of it."""
     full = data.train_full
     if full is None:
         return data.train
@@ -92,6 +100,22 @@ def calibration_set(data: ClientData, model: int, frac: float, seed: int) -> Eva
         scores=np.where(keep, sub.scores, nan),
         cost_usd=np.where(keep, sub.cost_usd, nan),
     )
+
+
+def spec_of(cfg: FederationConfig) -> NetSpec:
+    return NetSpec(cfg.head, cfg.model_dim)
+
+
+def round_seed(run_seed: int, rnd: int, client: int) -> int:
+    """The seed of one client's local round (shuffles, dropout masks): run seed, round, client."""
+    return run_seed * 1_000_003 + rnd * 1009 + client
+
+
+def cost_range_of(conf: Any) -> tuple[float, float] | None:
+    """The report's common cost range when the server sent one."""
+    if "cost-lo" in conf and "cost-hi" in conf:
+        return num(conf, "cost-lo"), num(conf, "cost-hi")
+    return None
 
 
 def make_client_app(overrides: Mapping[str, Any] | None = None) -> ClientApp:
@@ -112,8 +136,12 @@ def make_client_app(overrides: Mapping[str, Any] | None = None) -> ClientApp:
     def hello(msg: Message, context: Context) -> Message:
         _, data, _ = setup(msg, context)
         n, s, s2 = log_cost_moments(data.train)
+        obs = data.train.observed
         metrics = MetricRecord(
             {
+                # per model: logged cost sum and rows, for the pool's common cost range
+                "model-cost-sum": np.where(obs, data.train.cost_usd, 0.0).sum(0).tolist(),
+                "model-cost-n": obs.sum(0).astype(float).tolist(),
                 "client": data.client,
                 "num-examples": int(data.train.observed.sum()),
                 "num-test": data.test.num_queries,
@@ -136,19 +164,25 @@ def make_client_app(overrides: Mapping[str, Any] | None = None) -> ClientApp:
             models=models,
             cost_mu=num(conf, "cost-mu"),
             cost_sigma=num(conf, "cost-sigma"),
+            spec=spec_of(cfg),
         )
         rnd = int(num(conf, "server-round"))
         only = int(num(conf, "only-model", -1.0))
-        seed = cfg.seed * 1_000_003 + rnd * 1009 + data.client
+        seed = round_seed(cfg.seed, rnd, data.client)
         train_rows = (
-            calibration_set(data, only, num(conf, "calibration-frac", 0.1), seed)
+            calibration_set(
+                data,
+                only,
+                num(conf, "calibration-frac", 0.1),
+                calibration_seed(cfg.seed, data.client),
+            )  # fmt: skip
             if only >= 0
             else data.train
         )
         sent, rows, loss = mlp_round(
             router, train_rows, epochs=cfg.expand_epochs if only >= 0 else cfg.local_epochs,
             batch_size=cfg.batch_size, lr=cfg.lr,
-            seed=seed, only_model=only if only >= 0 else None,
+            seed=seed, only_model=only if only >= 0 else None, prox_mu=cfg.prox_mu,
         )  # fmt: skip
         if cfg.attack != "none" and data.client == cfg.attack_client:
             log.warning("client %d injects the %r attack", data.client, cfg.attack)
@@ -181,7 +215,12 @@ def make_client_app(overrides: Mapping[str, Any] | None = None) -> ClientApp:
         centres = msg.content.array_records["arrays"]["centres"].numpy()
         only = int(num(conf, "only-model", -1.0))
         rows = (  # model expansion: the new model's calibration rows only
-            calibration_set(data, only, num(conf, "calibration-frac", 0.1), cfg.seed + data.client)
+            calibration_set(
+                data,
+                only,
+                num(conf, "calibration-frac", 0.1),
+                calibration_seed(cfg.seed, data.client),
+            )  # fmt: skip
             if only >= 0
             else data.train
         )
@@ -202,15 +241,16 @@ def make_client_app(overrides: Mapping[str, Any] | None = None) -> ClientApp:
 
     @app.evaluate()
     def evaluate(msg: Message, context: Context) -> Message:
-        _, data, conf = setup(msg, context)
+        cfg, data, conf = setup(msg, context)
         router = mlp_router_from_arrays(
             arrays_of(msg.content.array_records["arrays"]),
             cfg=MLPConfig(**json.loads(str(conf["mlp-config"]))),
             models=_models(conf),
             cost_mu=num(conf, "cost-mu"),
             cost_sigma=num(conf, "cost-sigma"),
+            spec=spec_of(cfg),
         )
-        auc = router_auc(router, data.test)
+        auc = router_auc(router, data.test, cost_range_of(conf))
         return reply(
             msg,
             metrics=MetricRecord(

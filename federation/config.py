@@ -27,6 +27,9 @@ from typing import Any
 ROUTER_KINDS = ("mlp", "kmeans")
 ROBUST_MODES = ("none", "clip", "trimmed")
 ATTACKS = ("none", "scale100", "nan")
+HELD_OUT = ("exclude", "include")
+SERVER_OPTS = ("avg", "momentum", "adam")
+HEADS = ("per-model", "shared")
 
 
 @dataclass
@@ -45,17 +48,40 @@ class FederationConfig:
     models: str = field(
         default="", metadata={"help": "comma-separated candidate models ('' = the log's)"}
     )
+    held_out: str = field(
+        default="exclude",
+        metadata={"help": "the log's held-out (onboarding) models: exclude (default) or include"},
+    )
     # router
     router: str = field(default="mlp", metadata={"help": "mlp or kmeans"})
     hidden: int = field(default=256, metadata={"help": "MLP trunk width (paper: 512)"})
     lr: float = field(default=1e-3, metadata={"help": "AdamW learning rate"})
     batch_size: int = field(default=128, metadata={"help": "local batch size"})
+    head: str = field(
+        default="per-model",
+        metadata={
+            "help": "MLP heads: per-model (one head each) or shared (a head shared by every "
+            "model, conditioned on a small learnt model embedding, plus a per-model bias)"
+        },
+    )
+    model_dim: int = field(default=8, metadata={"help": "model-embedding size (head=shared)"})
+    prox_mu: float = field(default=0.0, metadata={"help": "FedProx proximal weight (0 = off)"})
     k_local: int = field(default=15, metadata={"help": "K-means pass 1 clusters per client"})
     k_global: int = field(default=20, metadata={"help": "K-means global clusters"})
     # FedAvg
     rounds: int = field(default=30, metadata={"help": "FedAvg rounds"})
     participation: float = field(default=0.6, metadata={"help": "fraction of clients per round"})
     local_epochs: int = field(default=1, metadata={"help": "local epochs per round"})
+    server_opt: str = field(
+        default="avg",
+        metadata={"help": "server step on the shared trunk: avg (FedAvg), momentum, adam"},
+    )
+    server_lr: float = field(default=1.0, metadata={"help": "server learning rate"})
+    server_momentum: float = field(default=0.9, metadata={"help": "server momentum / Adam beta1"})
+    client_dropout: float = field(
+        default=0.0,
+        metadata={"help": "probability a sampled client drops out of a round (seeded)"},
+    )
     # model expansion
     expand_model: str = field(
         default="", metadata={"help": "a model left out of training, then added as a new head"}
@@ -103,6 +129,14 @@ class FederationConfig:
             raise ValueError("Dirichlet alphas must be > 0")
         if not 0 < self.test_frac < 1:
             raise ValueError("test-frac must be in (0, 1)")
+        if self.held_out not in HELD_OUT:
+            raise ValueError(f"held-out must be one of {HELD_OUT}, not {self.held_out!r}")
+        if self.server_opt not in SERVER_OPTS:
+            raise ValueError(f"server-opt must be one of {SERVER_OPTS}, not {self.server_opt!r}")
+        if self.head not in HEADS:
+            raise ValueError(f"head must be one of {HEADS}, not {self.head!r}")
+        if not 0 <= self.client_dropout < 1 or self.prox_mu < 0 or self.server_lr <= 0:
+            raise ValueError("client-dropout must be in [0, 1), prox-mu >= 0, server-lr > 0")
         if not 0 <= self.trim_frac < 0.5:
             raise ValueError("trim-frac must be in [0, 0.5)")
 

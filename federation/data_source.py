@@ -72,14 +72,44 @@ def split_own_log(m: EvalMatrix, *, client: int, test_frac: float, seed: int) ->
 
 
 @lru_cache(maxsize=4)
-def _partition(
-    logs: str, clients: int, alpha: float, model_alpha: float, test_frac: float, seed: int
-) -> list[ClientData]:
-    # Cached per process: a Simulation Engine worker serves many virtual clients of one run.
+def _matrix(logs: str, held_out: str, expand_model: str) -> EvalMatrix:
+    """The log over the federation's models: the held-out (``unseen_models``) ones dropped
+    unless ``held_out == "include"``; ``expand_model`` stays (a run that onboards it says so)."""
     from training.data.load import load_matrix
 
+    m = load_matrix(logs)
+    unseen = set(m.meta_models("unseen_models"))
+    if held_out == "include" or not unseen:
+        return m
+    return m.select_models([x for x in m.models if x not in unseen or x == expand_model])
+
+
+def split_validation(m: EvalMatrix) -> tuple[EvalMatrix, EvalMatrix]:
+    """(rows for the clients, validation rows with full labels): the log's own ``val`` split,
+    else a fixed 10% of its queries (seed 0). Methods are chosen on validation, never on test."""
+    val = m.split == "val"
+    if not val.any():
+        order = np.random.default_rng(0).permutation(m.num_queries)
+        val = np.zeros(m.num_queries, dtype=bool)
+        val[order[: max(1, m.num_queries // 10)]] = True
+    return m.subset(~val), m.subset(val)
+
+
+@lru_cache(maxsize=4)
+def _partition(
+    logs: str,
+    held_out: str,
+    expand_model: str,
+    clients: int,
+    alpha: float,
+    model_alpha: float,
+    test_frac: float,
+    seed: int,
+) -> list[ClientData]:
+    # Cached per process: a Simulation Engine worker serves many virtual clients of one run.
+    rest, _ = split_validation(_matrix(logs, held_out, expand_model))
     return partition(
-        load_matrix(logs),
+        rest,
         clients=clients,
         alpha=alpha,
         model_alpha=model_alpha,
@@ -89,16 +119,24 @@ def _partition(
 
 
 def experiment_partition(cfg: FederationConfig) -> list[ClientData]:
-    return _partition(cfg.logs, cfg.clients, cfg.alpha, cfg.model_alpha, cfg.test_frac, cfg.seed)
+    """The paper's partition of ``logs`` (validation rows and held-out models removed first)."""
+    return _partition(
+        cfg.logs, cfg.held_out, cfg.expand_model, cfg.clients, cfg.alpha, cfg.model_alpha,
+        cfg.test_frac, cfg.seed,
+    )  # fmt: skip
+
+
+def experiment_validation(cfg: FederationConfig) -> EvalMatrix:
+    """The validation queries of ``logs`` with full labels (for choosing methods)."""
+    return split_validation(_matrix(cfg.logs, cfg.held_out, cfg.expand_model))[1]
 
 
 def federation_models(cfg: FederationConfig) -> list[str]:
-    """The candidate models: the run config's ``models``, else those of ``logs``."""
+    """The candidate models: the run config's ``models``, else those of ``logs`` (held-out
+    models left out unless ``held-out=include``)."""
     if cfg.model_list:
         return cfg.model_list
-    from training.data.load import load_matrix
-
-    return list(load_matrix(cfg.logs).models)
+    return list(_matrix(cfg.logs, cfg.held_out, cfg.expand_model).models)
 
 
 def _aligned(data: ClientData, models: list[str]) -> ClientData:

@@ -3,21 +3,136 @@
 The MLP step is ``training.routers.mlp.local_train``, the same function centralised training uses;
 the K-means passes are ``local_centroids`` and ``cell_stats`` from ``training.routers.kmeans``.
 Nothing here talks to Flower, so the arithmetic is testable without a federation.
+
+Two MLP head layouts (``head`` in the run config):
+
+- ``per-model``: :class:`~training.routers.mlp.MLPRouterNet`, one (2 x H) head per model: with
+  many models each head is trained by the few clients that logged it;
+- ``shared``: :class:`SharedHeadNet`, one (2 x H) head shared by every model plus a low-rank
+  model-specific part, ``W_m = W + sum_k z_m[k] A_k``, and a per-model bias; ``W`` and ``A`` are
+  trained by every client on every row, only the ``model_dim`` numbers ``z_m`` and the bias
+  ``b_m`` are per model. :func:`as_plain` turns it into per-model heads exactly (same outputs), so
+  the saved router is an ordinary MLP router checkpoint.
+
+Every random choice takes a seed: :func:`new_net` seeds the initialisation, :func:`mlp_round` the
+shuffles and the trunk's dropout (torch's global generator, seeded per round and client), so a
+round gives the same update whichever Ray worker runs it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 import torch
+from torch import Tensor, nn
 
+from federation.aggregate import group_of
 from training.data.matrix import EvalMatrix
 from training.routers.kmeans import cell_stats, local_centroids
 from training.routers.mlp import MLPConfig, MLPRouter, MLPRouterNet, local_train, observed_rows
 
 Arrays = dict[str, npt.NDArray[np.float32]]
+
+
+class SharedHeadNet(MLPRouterNet):
+    """The MLP router's trunk with one shared, model-embedding-conditioned head (see above)."""
+
+    def __init__(self, cfg: MLPConfig, num_models: int, model_dim: int = 8) -> None:
+        super().__init__(cfg, 0)
+        h = cfg.hidden
+        self.model_dim = model_dim
+        self.shared_w = nn.Parameter(torch.randn(2, h) / h**0.5)
+        self.basis = nn.Parameter(torch.randn(model_dim, 2, h) / h**0.5 / model_dim**0.5)
+        self.model_z = nn.ParameterList([self._new_z() for _ in range(num_models)])
+        self.head_b = nn.ParameterList([nn.Parameter(torch.zeros(2)) for _ in range(num_models)])
+
+    def _new_z(self) -> nn.Parameter:
+        return nn.Parameter(torch.randn(self.model_dim))
+
+    def add_head(self) -> int:
+        self.model_z.append(self._new_z())
+        self.head_b.append(nn.Parameter(torch.zeros(2)))
+        return len(self.model_z) - 1
+
+    def head_weights(self) -> Tensor:
+        """[M, 2, H]: every model's effective head."""
+        z = torch.stack(list(self.model_z))  # [M, r]
+        return self.shared_w + torch.einsum("mr,rkh->mkh", z, self.basis)
+
+    def forward(self, x: Tensor) -> Tensor:
+        hid = self.trunk(x)
+        b = torch.stack(list(self.head_b))
+        return torch.einsum("bh,mkh->bmk", hid, self.head_weights()) + b
+
+    def rows(self, x: Tensor, model_idx: Tensor) -> Tensor:
+        # Per model present, so a model without rows gets no gradient (its z and bias stay put).
+        hid = self.trunk(x)
+        out = torch.empty(x.shape[0], 2)
+        for m in torch.unique(model_idx).tolist():
+            sel = model_idx == m
+            w = self.shared_w + torch.einsum("r,rkh->kh", self.model_z[m], self.basis)
+            out[sel] = hid[sel] @ w.T + self.head_b[m]
+        return out
+
+
+@dataclass(frozen=True)
+class NetSpec:
+    """Which MLP head layout a run trains. Usage: ``NetSpec("shared", 8)``."""
+
+    head: str = "per-model"
+    model_dim: int = 8
+
+
+def new_net(cfg: MLPConfig, num_models: int, spec: NetSpec, *, seed: int) -> MLPRouterNet:
+    """A freshly initialised network, its initialisation drawn from ``seed``."""
+    torch.manual_seed(seed)
+    if spec.head == "shared":
+        return SharedHeadNet(cfg, num_models, spec.model_dim)
+    return MLPRouterNet(cfg, num_models)
+
+
+def as_plain(router: MLPRouter) -> MLPRouter:
+    """The same router with per-model heads (identical outputs): what checkpoints store."""
+    net = router.net
+    if not isinstance(net, SharedHeadNet):
+        return router
+    plain = MLPRouterNet(router.cfg, len(router.models))
+    state = {k: v for k, v in net.state_dict().items() if k.startswith("trunk.")}
+    with torch.no_grad():
+        w = net.head_weights()
+        for m in range(len(router.models)):
+            state[f"head_w.{m}"] = w[m].clone()
+            state[f"head_b.{m}"] = net.head_b[m].detach().clone()
+    plain.load_state_dict(state)
+    return MLPRouter(plain, router.cfg, list(router.models), router.cost_mu, router.cost_sigma)
+
+
+def train_mlp(
+    data: EvalMatrix,
+    cfg: MLPConfig,
+    spec: NetSpec,
+    *,
+    cost_moments: tuple[float, float] | None = None,
+) -> MLPRouter:
+    """Centralised (or one client's local) training with the federated run's head layout, one
+    epoch at a time as ``train_mlp_router`` does; ``cost_moments`` default to ``data``'s."""
+    if cost_moments is None:
+        cost_moments = pooled_moments([log_cost_moments(data)])
+    net = new_net(cfg, len(data.models), spec, seed=cfg.seed)
+    router = MLPRouter(net, cfg, list(data.models), *cost_moments)
+    X, m, a, c = observed_rows(data)
+    cz = router.standardise_cost(c)
+    for epoch in range(cfg.epochs):
+        torch.manual_seed(cfg.seed * 1000 + epoch)  # dropout
+        local_train(
+            router.net, X, m, a, cz,
+            epochs=1, batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay,
+            grad_clip=cfg.grad_clip, cost_weight=cfg.cost_weight, seed=cfg.seed * 1000 + epoch,
+        )  # fmt: skip
+    return router
 
 
 def net_arrays(net: MLPRouterNet) -> Arrays:
@@ -32,8 +147,9 @@ def mlp_router_from_arrays(
     models: list[str],
     cost_mu: float,
     cost_sigma: float,
+    spec: NetSpec = NetSpec(),
 ) -> MLPRouter:
-    net = MLPRouterNet(cfg, len(models))
+    net = new_net(cfg, len(models), spec, seed=0)  # every parameter is overwritten below
     net.load_state_dict({k: torch.as_tensor(np.asarray(v)) for k, v in arrays.items()})
     return MLPRouter(net, cfg, models, cost_mu, cost_sigma)
 
@@ -65,12 +181,14 @@ def mlp_round(
     lr: float,
     seed: int,
     only_model: int | None = None,
+    prox_mu: float = 0.0,
 ) -> tuple[Arrays, dict[str, float], float]:
     """One local round on the client's logged cells.
 
-    Returns the arrays it trained (the trunk and the heads of the models present; with
-    ``only_model``, that model's head alone, the trunk frozen: model expansion), the rows behind
-    each group (``trunk``, ``head:<m>``) and the last epoch's loss.
+    Returns the arrays it trained (the shared part and the heads of the models present; with
+    ``only_model``, that model's head alone, everything shared frozen: model expansion), the
+    rows behind each group (``trunk``, ``head:<m>``) and the last epoch's loss. ``seed`` fixes
+    the shuffles and the dropout masks.
     """
     X, m, a, c = observed_rows(data)
     if only_model is not None:
@@ -79,14 +197,17 @@ def mlp_round(
     if len(a) == 0:
         return {}, {}, float("nan")
     net = router.net
-    frozen = list(net.trunk.parameters()) if only_model is not None else []
+    shared = [p for k, p in net.named_parameters() if group_of(k) == "trunk"]
+    frozen = shared if only_model is not None else []
     for p in frozen:
         p.requires_grad_(False)
     try:
+        torch.manual_seed(seed)  # the dropout masks: same update whichever worker runs it
         stats = local_train(
             net, X, m, a, router.standardise_cost(c),
             epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=router.cfg.weight_decay,
             grad_clip=router.cfg.grad_clip, cost_weight=router.cfg.cost_weight, seed=seed,
+            prox_mu=prox_mu if only_model is None else 0.0,
         )  # fmt: skip
     finally:
         for p in frozen:
@@ -96,12 +217,7 @@ def mlp_round(
     if only_model is None:
         rows["trunk"] = float(len(a))
     arrays = net_arrays(net)
-    sent = {
-        k: v
-        for k, v in arrays.items()
-        if (k.startswith(("head_w.", "head_b.")) and f"head:{k.split('.', 1)[1]}" in rows)
-        or (not k.startswith(("head_w.", "head_b.")) and "trunk" in rows)
-    }
+    sent = {k: v for k, v in arrays.items() if group_of(k) in rows}
     return sent, rows, float(stats["loss"])
 
 

@@ -1,8 +1,10 @@
-"""The human side of a ``junction federate simulate`` report: Markdown summary and plots.
+"""The human side of ``junction federate simulate`` reports: Markdown summary, plots, and
+``federation/RESULTS.md`` from the committed per-run reports.
 
-Plots come from the numbers in ``report.json`` (and the test matrix for single-model points):
-``frontier.png`` (accuracy-cost curves), ``clients.png`` (per-client AUC bars) and
-``rounds.png`` (global-test AUC per round, MLP only).
+Plots come from the numbers in ``report.json`` alone: ``frontier.png`` (accuracy-cost curves,
+single models and their hull), ``clients.png`` (per-client AUC bars) and ``rounds.png``
+(global-test AUC per round, MLP only). :func:`results_markdown` is what
+``junction federate results`` writes: every figure in it is read from one ``report.json``.
 """
 
 from __future__ import annotations
@@ -12,8 +14,6 @@ from typing import Any
 
 import numpy as np
 
-from training.data.matrix import EvalMatrix
-from training.evaluation.metrics import upper_hull
 from training.evaluation.plots import frontier_plot, lines_plot
 
 
@@ -24,18 +24,18 @@ def _bars(report: dict[str, Any], path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     ca = report["client_auc"]
-    names = ["local", "federated", "personalized", "centralized"]
+    names = ["local", "federated", "personalized", "centralized", "hull"]
     n = len(ca["federated"])
     x = np.arange(n)
     width = 0.8 / len(names)
     fig, ax = plt.subplots(figsize=(max(7, n * 0.9), 4.5))
     for i, name in enumerate(names):
-        ax.bar(x + (i - 1.5) * width, ca[name], width, label=name)
+        ax.bar(x + (i - 2) * width, ca[name], width, label=name)
     lo = min(min(v) for v in ca.values())
     ax.set_ylim(max(0.0, lo - 0.05), None)
     ax.set_xticks(x, [str(i) for i in range(n)])
     ax.set_xlabel("client")
-    ax.set_ylabel("normalised AUC on the client's own test set")
+    ax.set_ylabel("AUC on the client's own test set (common cost range)")
     ax.set_title(f"{report['config']['router']} router on {report['config']['logs']}: per client")
     ax.grid(alpha=0.3, axis="y")
     ax.legend(fontsize=8)
@@ -45,27 +45,19 @@ def _bars(report: dict[str, Any], path: Path) -> Path:
     return path
 
 
-def write_plots(report: dict[str, Any], test: EvalMatrix, out: Path) -> list[Path]:
+def write_plots(report: dict[str, Any], out: Path) -> list[Path]:
     curves = {k: (v["cost"], v["acc"]) for k, v in report["curves"].items()}
-    obs = test.observed
-    singles = {
-        m: (
-            float(np.nanmean(np.where(obs[:, j], test.cost_usd[:, j], 0.0))),
-            float(np.nanmean(np.where(obs[:, j], test.scores[:, j], 0.0))),
-        )
-        for j, m in enumerate(test.models)
-    }
-    hc, ha = upper_hull(
-        np.array([c for c, _ in singles.values()]), np.array([a for _, a in singles.values()])
-    )
+    singles = {m: (v["cost"], v["acc"]) for m, v in report["single_models"].items()}
+    hull = (report["hull"]["cost"], report["hull"]["acc"])
+    cfg = report["config"]
     paths = [
         frontier_plot(
             curves,
             singles,
-            (hc.tolist(), ha.tolist()),
+            hull,
             out / "frontier.png",
-            title=f"{report['config']['router']} router on {report['config']['logs']}, "
-            f"{report['config']['clients']} clients, alpha {report['config']['alpha']}",
+            title=f"{cfg['router']} router on {cfg['logs']}, "
+            f"{cfg['clients']} clients, alpha {cfg['alpha']}",
         ),
         _bars(report, out / "clients.png"),
     ]
@@ -78,52 +70,77 @@ def write_plots(report: dict[str, Any], test: EvalMatrix, out: Path) -> list[Pat
                 out / "rounds.png",
                 title="federated AUC per round",
                 xlabel="round",
-                ylabel="normalised AUC",
+                ylabel="AUC (common cost range)",
                 hlines={
                     "centralized": report["auc"]["centralized"],
                     "best local": max(report["auc"]["local"]),
+                    "single-model hull": report["auc"]["hull"],
                 },
             )
         )
     return paths
 
 
+def _variant(cfg: dict[str, Any]) -> str:
+    """The MLP training method of a run in a few words (K-means: its two passes)."""
+    if cfg["router"] != "mlp":
+        return "two-pass"
+    parts = [f"{cfg.get('head', 'per-model')} head", cfg.get("server_opt", "avg")]
+    if cfg.get("server_opt", "avg") != "avg":
+        parts[-1] += f" (lr {cfg['server_lr']}, beta {cfg['server_momentum']})"
+    if cfg.get("prox_mu", 0.0):
+        parts.append(f"prox {cfg['prox_mu']}")
+    return ", ".join(parts)
+
+
 def write_summary(report: dict[str, Any], path: Path) -> Path:
     cfg, auc, ca, chk = report["config"], report["auc"], report["client_auc"], report["checks"]
+    va = report["val_auc"]
+    lo, hi = report["cost_range"]
     lines = [
         f"# Federated {cfg['router']} router on {cfg['logs']}",
         "",
         f"{cfg['clients']} clients, task Dirichlet alpha {cfg['alpha']}, logging-policy alpha "
         f"{cfg['model_alpha']}, one logged model per training query, "
         f"{cfg['rounds']} rounds at participation {cfg['participation']}, seed {cfg['seed']}, "
-        f"robust aggregation `{cfg['robust']}`, attack `{cfg['attack']}`. "
-        f"Global test set: {report['data']['queries_test']} queries with full labels.",
+        f"held-out models {cfg['held_out']}d, method: {_variant(cfg)}, robust aggregation "
+        f"`{cfg['robust']}`, attack `{cfg['attack']}`. Global test set: "
+        f"{report['data']['queries_test']} queries with full labels; validation "
+        f"{report['data']['queries_validation']}; {len(report['data']['models'])} models.",
         "",
-        "## Normalised frontier AUC on the global test set",
+        f"AUC: {report['auc_definition']}; cost range {lo:.3g} to {hi:.3g} USD per query.",
         "",
-        "| router | AUC |",
-        "| --- | --- |",
-        f"| federated | {auc['federated']:.4f} |",
-        f"| centralised | {auc['centralized']:.4f} |",
-        f"| local (min / mean / max over clients) | {min(auc['local']):.4f} / "
-        f"{float(np.mean(auc['local'])):.4f} / {max(auc['local']):.4f} |",
+        "| router | test AUC | validation AUC |",
+        "| --- | --- | --- |",
+        f"| federated | {auc['federated']:.4f} | {va['federated']:.4f} |",
+        f"| centralised | {auc['centralized']:.4f} | {va['centralized']:.4f} |",
+        f"| best local | {max(auc['local']):.4f} | {max(va['local']):.4f} |",
+        f"| mean local | {float(np.mean(auc['local'])):.4f} | {float(np.mean(va['local'])):.4f} |",
+        f"| single-model hull | {auc['hull']:.4f} | {va['hull']:.4f} |",
         "",
         f"- federated - centralised: {chk['federated_minus_centralized']:+.4f}",
-        f"- federated above every local router: {chk['federated_above_every_local']}",
+        f"- federated - best local: {chk['federated_minus_best_local']:+.4f}",
         f"- clients where federated beats their local router on their own test set: "
         f"{chk['clients_federated_beats_local']} of {cfg['clients']}",
         f"- clients where the personalised mixture is at least the worse of federated and local: "
-        f"{chk['personalized_at_least_worse_of_two']} of {cfg['clients']}",
+        f"{chk['personalized_at_least_worse_of_two']} of {cfg['clients']}"
+        + (
+            " (shortfall: "
+            + ", ".join(f"client {k} by {v:.4f}" for k, v in chk["personalized_shortfall"].items())
+            + ")"
+            if chk["personalized_shortfall"]
+            else ""
+        ),
         "",
         "## Per client (own test set)",
         "",
-        "| client | local | federated | personalised | centralised |",
-        "| --- | --- | --- | --- | --- |",
+        "| client | logged models | local | federated | personalised | centralised | hull |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for i in range(len(ca["federated"])):
+    for i, c in enumerate(report["data"]["clients"]):
         lines.append(
-            f"| {i} | {ca['local'][i]:.4f} | {ca['federated'][i]:.4f} | "
-            f"{ca['personalized'][i]:.4f} | {ca['centralized'][i]:.4f} |"
+            f"| {i} | {c['logged_models']} | {ca['local'][i]:.4f} | {ca['federated'][i]:.4f} | "
+            f"{ca['personalized'][i]:.4f} | {ca['centralized'][i]:.4f} | {ca['hull'][i]:.4f} |"
         )
     if "expansion" in report:
         e = report["expansion"]
@@ -132,7 +149,9 @@ def write_summary(report: dict[str, Any], path: Path) -> Path:
             f"## Model expansion: {e['model']}",
             "",
             f"AUC before adding it {e['before']:.4f}, after training only its head "
-            f"{e['after']:.4f} ({e['after'] - e['before']:+.4f}).",
+            f"{e['after']:.4f} ({e['after'] - e['before']:+.4f}). Fixed calibration set per "
+            f"client (drawn once, {e['calibration_frac']:.0%} of its training queries): "
+            f"{e['calibration_rows']} rows.",
         ]
     if "new_clients" in report:
         n = report["new_clients"]
@@ -146,7 +165,7 @@ def write_summary(report: dict[str, Any], path: Path) -> Path:
                 f"{b:.4f} -> {a:.4f}"
                 for b, a in zip(n["before_on_new_clients"], n["after_on_new_clients"], strict=True)
             )
-            + ".",
+            + f". Their fixed calibration sets: {n['personalisation_calibration_queries']} queries.",
         ]
     rejected = {
         k: v
@@ -157,10 +176,7 @@ def write_summary(report: dict[str, Any], path: Path) -> Path:
     if rejected:
         lines += ["", "## Rejected updates", ""]
         lines += [f"- client {k}: {v}" for k, v in sorted(rejected.items())]
-    lines += [
-        "",
-        f"Run time {report['seconds']:.0f} s. Plots: frontier.png, clients.png, rounds.png.",
-    ]
+    lines += ["", "Plots: frontier.png, clients.png, rounds.png."]
     path.write_text("\n".join(lines) + "\n")
     return path
 
@@ -168,17 +184,20 @@ def write_summary(report: dict[str, Any], path: Path) -> Path:
 def results_table(reports: dict[str, dict[str, Any]]) -> str:
     """One Markdown row per run (name -> report.json): the figures the issue asks for."""
     head = (
-        "| run | federated | centralised | local min-max | fed-cen | fed > every local | "
-        "clients fed > local | personalised >= worse | extra |\n"
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n"
+        "| run | method | federated | centralised | best local | hull | fed-cen | fed-best local "
+        "| clients fed > local | personalised >= worse | val fed / cen / best local | extra |\n"
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n"
     )
     rows = []
     for name, r in sorted(reports.items()):
-        a, c, n = r["auc"], r["checks"], r["config"]["clients"]
+        a, c, n, va = r["auc"], r["checks"], r["config"]["clients"], r["val_auc"]
         extra = []
         if "expansion" in r:
             e = r["expansion"]
-            extra.append(f"expansion {e['before']:.4f} -> {e['after']:.4f}")
+            extra.append(
+                f"expansion {e['model']} {e['before']:.4f} -> {e['after']:.4f}, calibration "
+                f"rows {sum(e['calibration_rows'])} ({e['calibration_frac']:.0%})"
+            )
         if "new_clients" in r:
             j = r["new_clients"]
             own = ", ".join(
@@ -188,11 +207,203 @@ def results_table(reports: dict[str, dict[str, Any]]) -> str:
             extra.append(f"join {j['before']:.4f} -> {j['after']:.4f} (own tests {own})")
         if r["config"]["attack"] != "none":
             extra.append(f"attack {r['config']['attack']}, robust {r['config']['robust']}")
+        short = c["personalized_shortfall"]
+        pers = f"{c['personalized_at_least_worse_of_two']}/{n}" + (
+            " (" + ", ".join(f"c{k} -{v:.3f}" for k, v in short.items()) + ")" if short else ""
+        )
         rows.append(
-            f"| {name} | {a['federated']:.4f} | {a['centralized']:.4f} | "
-            f"{min(a['local']):.4f}-{max(a['local']):.4f} | "
-            f"{c['federated_minus_centralized']:+.4f} | {c['federated_above_every_local']} | "
-            f"{c['clients_federated_beats_local']}/{n} | "
-            f"{c['personalized_at_least_worse_of_two']}/{n} | {'; '.join(extra)} |"
+            f"| {name} | {_variant(r['config'])} | {a['federated']:.4f} | {a['centralized']:.4f} "
+            f"| {max(a['local']):.4f} | {a['hull']:.4f} | {c['federated_minus_centralized']:+.4f} "
+            f"| {c['federated_minus_best_local']:+.4f} | {c['clients_federated_beats_local']}/{n} "
+            f"| {pers} | {va['federated']:.4f} / {va['centralized']:.4f} / "
+            f"{max(va['local']):.4f} | {'; '.join(extra)} |"
         )
     return head + "\n".join(rows) + "\n"
+
+
+def _mean(xs: list[float]) -> float:
+    return float(np.mean(xs)) if xs else float("nan")
+
+
+def _group(reports: dict[str, dict[str, Any]], prefix: str) -> list[dict[str, Any]]:
+    """Reports of one (log, router, method) over its seeds: names ``<prefix>_s<seed>``."""
+    return [r for n, r in sorted(reports.items()) if n.rsplit("_s", 1)[0] == prefix]
+
+
+def results_markdown(
+    reports: dict[str, dict[str, Any]],
+    *,
+    logs: dict[str, str],
+    methods: list[str],
+    chosen: str,
+    reruns: dict[str, bool],
+    plots: list[str],
+) -> str:
+    """``federation/RESULTS.md`` from the committed per-run reports (name -> report.json).
+
+    ``logs``: short name -> description; ``methods``: the MLP methods compared on validation;
+    ``chosen``: the one the main rows use; ``reruns``: run name -> whether a second run of its
+    command gave a byte-identical report; ``plots``: plot files written beside RESULTS.md.
+    """
+    any_r = next(iter(reports.values()))
+    lines = [
+        "# Federated routers: measured figures",
+        "",
+        "<!-- Generated by `junction federate results federation/results/runs --out "
+        "federation/RESULTS.md` from the committed reports; do not edit by hand. -->",
+        "",
+        "Regenerate this file (no training, seconds) from the committed per-run reports in "
+        "`federation/results/runs/<run>/report.json`:",
+        "",
+        "    junction federate results federation/results/runs --out federation/RESULTS.md",
+        "",
+        "Re-run any run of the grid (`federation/grid.py` names them all; a run rewrites its "
+        "report, byte-identical for the same command) with, e.g.:",
+        "",
+        "    junction federate grid --out federation/results/runs --only 'rb_kmeans_s0' --force",
+        "",
+        "Protocol (NOTES.md (b)): Flower 1.42 Simulation Engine (Ray); 10 clients, task Dirichlet "
+        "alpha 0.6, logging policy Dirichlet(model-alpha) with one logged model per training "
+        "query, 75/25 client splits, the global test set the union of client test splits with "
+        "full labels, the log's own validation split set aside (methods are chosen on it, never "
+        "on test), participation 0.6, one local epoch per round, 30 rounds, robust aggregation "
+        "`clip`. Centralised and local routers use the same architecture as the federated one "
+        "and rounds x participation epochs; a local router routes only among the models its "
+        "client logged. Held-out onboarding models stay out unless a run says `held-out "
+        "include`. Every random choice (partition, client sampling, client dropout, local "
+        "shuffles, dropout masks, initialisation) derives from the run seed.",
+        "",
+        f"**AUC** (every figure below): {any_r['auc_definition']}. The same range serves the "
+        "federated, centralised, each local and the personalised router, the client test sets, "
+        "the validation set, and the single-model hull (its vertices scored by the same "
+        "function), so figures compare like for like. (The previous RESULTS.md normalised each "
+        "router over its own cost range; its figures are not comparable with these.)",
+        "",
+        "Logs:",
+        "",
+    ]
+    lines += [f"- `{k}`: {v}" for k, v in logs.items()]
+    # ---- method selection on validation
+    lines += [
+        "",
+        "## MLP method, chosen on validation (seed 0)",
+        "",
+        "| log | " + " | ".join(f"{m}: fed / cen (val)" for m in methods) + " |",
+        "| --- | " + " | ".join("---" for _ in methods) + " |",
+    ]
+    means: dict[str, list[float]] = {m: [] for m in methods}
+    for lg in logs:
+        cells = []
+        for m in methods:
+            r = reports.get(f"{lg}_mlp_{m}_s0")
+            if r is None:
+                cells.append("not run")
+                continue
+            means[m].append(r["val_auc"]["federated"])
+            cells.append(f"{r['val_auc']['federated']:.4f} / {r['val_auc']['centralized']:.4f}")
+        lines.append(f"| {lg} | " + " | ".join(cells) + " |")
+    lines.append(
+        "| mean federated | " + " | ".join(f"{_mean(means[m]):.4f}" for m in methods) + " |"
+    )
+    lines += [
+        "",
+        f"Kept: **{chosen}** (the main rows below use it; the others are reported here and in "
+        "the table of every run). Test figures of the seed-0 runs of every method are in "
+        "that table too; none of them was used to choose.",
+        "",
+        "## Main runs: mean over seeds 0-2 (test AUC, per-seed figures in brackets)",
+        "",
+        "| log, router | federated | centralised | best local | hull | fed - cen | "
+        "fed within 0.01 of cen | fed > best local | personalised >= worse of fed, local |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    verdicts: list[str] = []
+    for lg in logs:
+        for router, prefix in (("mlp", f"{lg}_mlp_{chosen}"), ("kmeans", f"{lg}_kmeans")):
+            g = _group(reports, prefix)
+            if not g:
+                lines.append(f"| {lg} {router} | not run | | | | | | | |")
+                continue
+            fed = [r["auc"]["federated"] for r in g]
+            cen = [r["auc"]["centralized"] for r in g]
+            loc = [max(r["auc"]["local"]) for r in g]
+            hull = [r["auc"]["hull"] for r in g]
+            within = sum(r["checks"]["federated_within_001_of_centralized"] for r in g)
+            above = sum(r["checks"]["federated_above_every_local"] for r in g)
+            pers = sum(r["checks"]["personalized_at_least_worse_of_two"] for r in g)
+            ncl = sum(len(r["client_auc"]["local"]) for r in g)
+            short = [
+                f"s{r['config']['seed']} client {k} by {v:.4f}"
+                for r in g
+                for k, v in r["checks"]["personalized_shortfall"].items()
+            ]
+
+            def per(xs: list[float]) -> str:
+                return ", ".join(f"{x:.3f}" for x in xs)
+
+            lines.append(
+                f"| {lg} {router} | {_mean(fed):.4f} ({per(fed)}) | {_mean(cen):.4f} ({per(cen)}) "
+                f"| {_mean(loc):.4f} ({per(loc)}) | {_mean(hull):.4f} | "
+                f"{_mean(fed) - _mean(cen):+.4f} ({per([f - c for f, c in zip(fed, cen, strict=True)])}) | "
+                f"{within}/{len(g)} seeds | {above}/{len(g)} seeds | {pers}/{ncl} clients |"
+            )
+            ok_cen = within == len(g)
+            ok_loc = above == len(g)
+            verdicts.append(
+                f"- {lg} {router}: within 0.01 of centralised on {within}/{len(g)} seeds "
+                f"(**{'met' if ok_cen else 'NOT met'}**), above the best local router on "
+                f"{above}/{len(g)} seeds (**{'met' if ok_loc else 'NOT met'}**); personalised "
+                f"at least the worse of federated and local on {pers}/{ncl} clients"
+                + (f" (shortfall: {'; '.join(short)})" if short else " (met)")
+                + "."
+            )
+    lines += ["", "Against the targets (3 seeds each; every seed must pass):", "", *verdicts]
+    # ---- reproducibility
+    lines += ["", "## Same command, same report", ""]
+    if reruns:
+        lines += [
+            f"- `{n}`: a second run of the same command gave a "
+            f"{'byte-identical' if same else '**different**'} report.json"
+            for n, same in sorted(reruns.items())
+        ]
+        lines.append(
+            "- The test `tests/federation/test_simulation.py::test_same_command_same_report` "
+            "compares two runs of a tiny simulation (both router kinds) byte for byte."
+        )
+    else:
+        lines.append("No rerun was recorded.")
+    # ---- expansion and new clients
+    extra = {n: r for n, r in reports.items() if "expansion" in r or "new_clients" in r}
+    if extra:
+        lines += ["", "## Model expansion and new clients", ""]
+        for n, r in sorted(extra.items()):
+            if "expansion" in r:
+                e = r["expansion"]
+                lines.append(
+                    f"- `{n}`: onboarding `{e['model']}` (held out of the first training): test "
+                    f"AUC {e['before']:.4f} before, {e['after']:.4f} after "
+                    f"({e['after'] - e['before']:+.4f}); each client's calibration set is "
+                    f"drawn once ({e['calibration_frac']:.0%} of its training queries, rows per "
+                    f"client {e['calibration_rows']}, {sum(e['calibration_rows'])} in all) and "
+                    "reused every round."
+                )
+            if "new_clients" in r:
+                j = r["new_clients"]
+                own = ", ".join(
+                    f"{b:.4f} -> {x:.4f}"
+                    for b, x in zip(
+                        j["before_on_new_clients"], j["after_on_new_clients"], strict=True
+                    )
+                )
+                lines.append(
+                    f"- `{n}`: clients {j['clients']} join after {r['config']['rounds']} rounds "
+                    f"for {r['config']['join_rounds']} more: global test AUC {j['before']:.4f} "
+                    f"-> {j['after']:.4f}; on their own test sets {own}; their fixed "
+                    f"personalisation calibration sets {j['personalisation_calibration_queries']} "
+                    "queries."
+                )
+    lines += ["", "## Every run", "", results_table(reports)]
+    if plots:
+        lines += ["Plots (drawn from the reports by the same command): "]
+        lines += [", ".join(f"`results/{p}`" for p in plots) + "."]
+    return "\n".join(lines) + "\n"

@@ -24,7 +24,13 @@ import numpy as np
 import numpy.typing as npt
 
 from training.data.matrix import EvalMatrix
-from training.evaluation.metrics import LAMBDAS, frontier, normalised_auc
+from training.evaluation.metrics import (
+    LAMBDAS,
+    common_range_auc,
+    frontier,
+    pool_cost_range,
+    upper_hull,
+)
 from training.routers.base import Router, RouterOutput
 
 Array = npt.NDArray[np.float32]
@@ -109,6 +115,9 @@ class PersonalisedRouter:
         return RouterOutput(p.astype(np.float32), c.astype(np.float32))
 
 
+CostRange = tuple[float, float]
+
+
 def router_curve(
     router: Router, data: EvalMatrix
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
@@ -117,6 +126,32 @@ def router_curve(
     return frontier(out.p_correct, out.cost_usd, data.scores, data.cost_usd, LAMBDAS)
 
 
-def router_auc(router: Router, data: EvalMatrix) -> float:
-    """Normalised frontier AUC of a router on a fully labelled test matrix."""
-    return normalised_auc(*router_curve(router, data))
+def router_auc(router: Router, data: EvalMatrix, cost_range: CostRange | None = None) -> float:
+    """Frontier AUC of a router on a fully labelled matrix, on the common scale of
+    :func:`training.evaluation.metrics.common_range_auc` (the one ``junction eval`` uses): mean
+    running-best accuracy over ``cost_range`` on a log axis, 0 below the router's cheapest point.
+    A report passes one ``cost_range`` (its pool's cheapest to dearest model) to every router;
+    the default is ``data``'s own pool range."""
+    lo, hi = cost_range if cost_range is not None else pool_cost_range(data.cost_usd)
+    return common_range_auc(*router_curve(router, data), lo, hi)
+
+
+def single_models(data: EvalMatrix) -> dict[str, tuple[float, float]]:
+    """Each model's (mean cost, accuracy) on ``data``; an unevaluated query counts as wrong."""
+    obs = data.observed
+    return {
+        m: (
+            float(np.mean(np.where(obs[:, j], data.cost_usd[:, j], 0.0))),
+            float(np.mean(np.where(obs[:, j], data.scores[:, j], 0.0))),
+        )
+        for j, m in enumerate(data.models)
+    }
+
+
+def hull_auc(data: EvalMatrix, cost_range: CostRange | None = None) -> float:
+    """The single-model hull's AUC on ``data``, same scale as :func:`router_auc`: the upper hull
+    of the models' (cost, accuracy) points, scored by ``common_range_auc`` on its vertices."""
+    lo, hi = cost_range if cost_range is not None else pool_cost_range(data.cost_usd)
+    pts = list(single_models(data).values())
+    hc, ha = upper_hull(np.array([c for c, _ in pts]), np.array([a for _, a in pts]))
+    return common_range_auc(hc, ha, lo, hi)

@@ -20,6 +20,7 @@ Usage (what ``pyproject.toml`` points Flower at)::
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import time
@@ -33,15 +34,16 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
-from federation.client_app import arrays_of, num, record_of
+from federation.client_app import arrays_of, num, nums, record_of, spec_of
 from federation.config import FederationConfig
 from federation.data_source import experiment_partition, federation_models
-from federation.local import net_arrays, pooled_moments
+from federation.local import as_plain, net_arrays, new_net, pooled_moments
 from federation.partition import global_test
 from federation.routers import router_auc
 from federation.strategy import RouterFedAvg
+from training.evaluation.metrics import pool_cost_range
 from training.routers.kmeans import KMeansConfig, KMeansRouter, global_centres
-from training.routers.mlp import MLPConfig, MLPRouter, MLPRouterNet
+from training.routers.mlp import MLPConfig, MLPRouter
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +93,8 @@ class FederatedRun:
         self.history: dict[str, Any] = {"rounds": [], "config": asdict(cfg)}
         self.routers: dict[str, Any] = {}
         self._eval: Any = None
+        self._eval_range: tuple[float, float] | None = None
+        self.cost_range: tuple[float, float] | None = None  # from the clients' hello
 
     # ---- helpers
     def _server_auc(self, router: Any) -> float | None:
@@ -98,10 +102,11 @@ class FederatedRun:
             return None
         if self._eval is None:  # the experimenter's global test set (simulation only)
             self._eval = global_test(experiment_partition(self.cfg))
+            self._eval_range = pool_cost_range(self._eval.cost_usd)
         test = self._eval
         if list(router.models) != list(test.models):
             test = test.select_models(list(router.models))
-        return router_auc(router, test)
+        return router_auc(router, test, self._eval_range)
 
     def _hook(self, stage: str, rnd: int, auc: float | None) -> None:
         if self.on_round is not None:
@@ -123,6 +128,7 @@ class FederatedRun:
             for r in hello
         }
         self.history["clients"] = sorted(clients.values())
+        self.cost_range = self._pool_range(hello)
         if cfg.router == "mlp":
             m = [r.content.metric_records["metrics"] for r in hello]
             mu, sigma = pooled_moments(
@@ -133,10 +139,8 @@ class FederatedRun:
                 if not first or len(first) == len(clients):
                     raise ValueError(f"new-clients must be in 1..{cfg.clients - 1}")
                 mlp = self._mlp(grid, first, models, mu, sigma)
-                base = MLPRouterNet(mlp.cfg, len(mlp.models))
-                base.load_state_dict(mlp.net.state_dict())
                 self.routers["before_join"] = MLPRouter(
-                    base, mlp.cfg, list(mlp.models), mlp.cost_mu, mlp.cost_sigma
+                    copy.deepcopy(mlp.net), mlp.cfg, list(mlp.models), mlp.cost_mu, mlp.cost_sigma
                 )
                 mlp = self._fedavg(grid, clients, mlp, cfg.join_rounds, "join")
             else:
@@ -149,14 +153,33 @@ class FederatedRun:
             self.routers["final"] = self._kmeans(grid, list(clients), models, expand)
         return self.history
 
+    @staticmethod
+    def _pool_range(hello: list[Message]) -> tuple[float, float] | None:
+        """The pool's cheapest to dearest model by mean logged cost, from the clients' per-model
+        sums (what a deployment knows; a simulation's report uses its test pool's range)."""
+        try:
+            m = [r.content.metric_records["metrics"] for r in hello]
+            s = np.sum([nums(x, "model-cost-sum") for x in m], axis=0)
+            n = np.sum([nums(x, "model-cost-n") for x in m], axis=0)
+        except (KeyError, ValueError):
+            return None
+        mean = s[n > 0] / n[n > 0]
+        mean = mean[mean > 0]
+        if len(mean) < 2 or mean.min() >= mean.max():
+            return None
+        return float(mean.min()), float(mean.max())
+
     # ---- MLP
     def _mlp_conf(self, router: MLPRouter, **extra: Any) -> ConfigRecord:
+        lo_hi = self.cost_range
+        rng = {"cost-lo": lo_hi[0], "cost-hi": lo_hi[1]} if lo_hi else {}
         return ConfigRecord(
             {
                 "models": list(router.models),
                 "mlp-config": json.dumps(asdict(router.cfg)),
                 "cost-mu": router.cost_mu,
                 "cost-sigma": router.cost_sigma,
+                **rng,
                 **extra,
             }
         )
@@ -205,16 +228,16 @@ class FederatedRun:
     ) -> MLPRouter:
         cfg = self.cfg
         mcfg = MLPConfig(hidden=cfg.hidden, lr=cfg.lr, batch_size=cfg.batch_size, seed=cfg.seed)
-        torch.manual_seed(cfg.seed)
-        router = MLPRouter(MLPRouterNet(mcfg, len(models)), mcfg, models, mu, sigma)
+        net = new_net(mcfg, len(models), spec_of(cfg), seed=cfg.seed)
+        router = MLPRouter(net, mcfg, models, mu, sigma)
         return self._fedavg(grid, clients, router, cfg.rounds, "train")
 
     def _expand(
         self, grid: Grid, clients: Mapping[int, int], base: MLPRouter, model: str
     ) -> MLPRouter:
         """Model expansion: append a head for ``model`` and train only that head."""
-        net = MLPRouterNet(base.cfg, len(base.models))
-        net.load_state_dict(base.net.state_dict())
+        net = copy.deepcopy(base.net)
+        torch.manual_seed(self.cfg.seed * 1_000_003 + 4099)  # the new head's initialisation
         idx = net.add_head()
         router = MLPRouter(net, base.cfg, [*base.models, model], base.cost_mu, base.cost_sigma)
         return self._fedavg(
@@ -330,6 +353,8 @@ class FederatedRun:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         for name, router in self.routers.items():
+            if isinstance(router, MLPRouter):
+                router = as_plain(router)  # per-model heads: an ordinary MLP checkpoint
             router.metrics = {"federated": 1.0}
             router.save(out / ("router.pt" if name == "final" else f"router_{name}.pt"))
         (out / "history.json").write_text(json.dumps(self.history, indent=2, default=str))

@@ -1,11 +1,17 @@
 """``junction federate simulate``: the paper's experiment in Flower's Simulation Engine.
 
-One run: partition the logs across clients (``partition.py``), train the federated router with
-the real Flower apps in the Simulation Engine (Ray), and compare it on the global test set and on
-each client's own test set with the centralised router (all clients' logged cells pooled) and with
-each client's local router (its own cells only, routing among the models it has logged). Each
-client's personalised mixture of federated and local is evaluated too. Writes ``report.json``,
-``summary.md`` and plots.
+One run: set the log's validation queries aside (its ``val`` split) and drop its held-out models
+(unless ``held-out=include``), partition the rest across clients (``partition.py``), train the
+federated router with the real Flower apps in the Simulation Engine (Ray), and compare it on the
+global test set, on the validation set and on each client's own test set with the centralised
+router (all clients' logged cells pooled, same head layout) and with each client's local router
+(its own cells only, routing among the models it has logged). Each client's personalised mixture
+of federated and local is evaluated too. Writes ``report.json`` (every figure; identical for the
+same command), ``timing.json``, ``summary.md`` and plots.
+
+Every AUC in a report is on one scale: ``common_range_auc`` over the global test pool's
+cheapest-to-dearest model cost range (log axis), also for client test sets, the validation set
+and the single-model hull (reported beside the routers).
 
 Compute is matched: the centralised and local MLPs train for rounds x participation x local
 epochs epochs, what an average client's data sees in FedAvg. K-means: K = 30 centralised, 8 local,
@@ -29,14 +35,24 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from federation.client_app import calibration_seed, calibration_set, spec_of
 from federation.config import FederationConfig
-from federation.data_source import experiment_partition
+from federation.data_source import experiment_partition, experiment_validation
+from federation.local import log_cost_moments, pooled_moments, train_mlp
 from federation.partition import ClientData, global_test, pooled_train
-from federation.routers import MaskedRouter, PersonalisedRouter, router_auc, router_curve
+from federation.routers import (
+    MaskedRouter,
+    PersonalisedRouter,
+    hull_auc,
+    router_auc,
+    router_curve,
+    single_models,
+)
 from training.data.matrix import EvalMatrix
+from training.evaluation.metrics import pool_cost_range, upper_hull
 from training.routers.base import Router
 from training.routers.kmeans import KMeansConfig, KMeansRouter, train_kmeans_router
-from training.routers.mlp import MLPConfig, train_mlp_router
+from training.routers.mlp import MLPConfig
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +123,7 @@ def train_local(cfg: FederationConfig, data: ClientData) -> Router:
             hidden=cfg.hidden, lr=cfg.lr, batch_size=cfg.batch_size,
             epochs=local_epochs_matched(cfg), seed=cfg.seed + 1 + data.client,
         )  # fmt: skip
-        return MaskedRouter(train_mlp_router(data.train, mcfg, progress=False), known)
+        return MaskedRouter(train_mlp(data.train, mcfg, spec_of(cfg)), known)
     sub = data.train.select_models([data.train.models[j] for j in known])
     kr = train_kmeans_router(sub, KMeansConfig(k=LOCAL_K, seed=cfg.seed + data.client))
     m = len(data.train.models)
@@ -119,13 +135,19 @@ def train_local(cfg: FederationConfig, data: ClientData) -> Router:
     return MaskedRouter(full, known)
 
 
-def personalise(cfg: FederationConfig, fed: Router, data: ClientData, local: Router) -> Router:
-    """The per-model inverse-error mixture; errors on a held-out quarter of the client's rows,
-    the local side measured by a local router refitted without them."""
+def personal_calibration(cfg: FederationConfig, data: ClientData) -> tuple[EvalMatrix, EvalMatrix]:
+    """A client's fixed personalisation calibration set (a quarter of its training queries,
+    drawn once from the run seed and the client) and the rest."""
     rng = np.random.default_rng(cfg.seed + 7 * data.client + 1)
     order = rng.permutation(data.train.num_queries)
     n_cal = max(1, data.train.num_queries // 4)
-    cal, rest = data.train.subset(np.sort(order[:n_cal])), data.train.subset(np.sort(order[n_cal:]))
+    return data.train.subset(np.sort(order[:n_cal])), data.train.subset(np.sort(order[n_cal:]))
+
+
+def personalise(cfg: FederationConfig, fed: Router, data: ClientData, local: Router) -> Router:
+    """The per-model inverse-error mixture; errors on the client's calibration quarter, the local
+    side measured by a local router refitted without it."""
+    cal, rest = personal_calibration(cfg, data)
     local_cal = train_local(cfg, replace(data, train=rest)) if rest.observed.any() else local
     return PersonalisedRouter.fit(_as_full(fed, data.train), local, cal, local_for_errors=local_cal)
 
@@ -136,7 +158,8 @@ def train_central(cfg: FederationConfig, pooled: EvalMatrix) -> Router:
             hidden=cfg.hidden, lr=cfg.lr, batch_size=cfg.batch_size,
             epochs=local_epochs_matched(cfg), seed=cfg.seed,
         )  # fmt: skip
-        return train_mlp_router(pooled, mcfg, progress=False)
+        moments = pooled_moments([log_cost_moments(pooled)])
+        return train_mlp(pooled, mcfg, spec_of(cfg), cost_moments=moments)
     return train_kmeans_router(pooled, KMeansConfig(k=CENTRAL_K, seed=cfg.seed))
 
 
@@ -152,6 +175,8 @@ def simulate(
     out.mkdir(parents=True, exist_ok=True)
     parts = experiment_partition(cfg)
     test = global_test(parts)
+    val = experiment_validation(cfg)
+    span = pool_cost_range(test.cost_usd)  # the report's one cost range
     if cfg.expand_model:  # the new model's labels enter only through the expansion step
         parts = [
             replace(
@@ -174,65 +199,105 @@ def simulate(
     step.update(1)
     step.close()
 
-    base_test = _test_for(central, test)
-    auc: dict[str, Any] = {
-        "federated": router_auc(fed, _test_for(fed, test)),
-        "centralized": router_auc(central, base_test),
-        "local": [router_auc(r, base_test) for r in local],
-    }
-    client_auc: dict[str, list[float]] = {"federated": [], "centralized": [], "local": []}
-    client_auc["personalized"] = []
+    def auc_of(router: Router, data: EvalMatrix) -> float:
+        return router_auc(router, _test_for(router, data), span)
+
+    def aucs_on(data: EvalMatrix) -> dict[str, Any]:
+        return {
+            "federated": auc_of(fed, data),
+            "centralized": auc_of(central, data),
+            "local": [auc_of(r, data) for r in local],
+            "hull": hull_auc(data, span),
+        }
+
+    auc, val_auc = aucs_on(test), aucs_on(val)
+    client_auc: dict[str, list[float]] = {
+        "federated": [], "centralized": [], "local": [], "personalized": [], "hull": [],
+    }  # fmt: skip
     for p, loc, per in zip(parts, local, personal, strict=True):
-        ct = _test_for(central, p.test)
-        client_auc["federated"].append(router_auc(fed, _test_for(fed, p.test)))
-        client_auc["centralized"].append(router_auc(central, ct))
-        client_auc["local"].append(router_auc(loc, ct))
-        client_auc["personalized"].append(router_auc(per, ct))
-    fed_vs_local = [
-        f > loc for f, loc in zip(client_auc["federated"], client_auc["local"], strict=True)
-    ]
-    worse = [
-        min(f, loc) for f, loc in zip(client_auc["federated"], client_auc["local"], strict=True)
-    ]
+        client_auc["federated"].append(auc_of(fed, p.test))
+        client_auc["centralized"].append(auc_of(central, p.test))
+        client_auc["local"].append(auc_of(loc, p.test))
+        client_auc["personalized"].append(auc_of(per, p.test))
+        client_auc["hull"].append(hull_auc(p.test, span))
+    pairs = zip(client_auc["federated"], client_auc["local"], strict=True)
+    worse = [min(f, loc) for f, loc in pairs]
+    shortfall = {
+        str(i): round(w - per, 6)
+        for i, (per, w) in enumerate(zip(client_auc["personalized"], worse, strict=True))
+        if per < w - 1e-12
+    }
+    best_local = max(auc["local"])
     report: dict[str, Any] = {
         "config": asdict(cfg),
+        "auc_definition": (
+            "common_range_auc: mean running-best accuracy over the global test pool's "
+            "cheapest-to-dearest model mean cost (log axis, 512 points), 0 below a router's "
+            "cheapest point; the same range for every router, client test set and validation"
+        ),
+        "cost_range": list(span),
         "data": {
             "logs": cfg.logs,
             "models": list(test.models),
+            "held_out": cfg.held_out,
             "queries_test": test.num_queries,
+            "queries_validation": val.num_queries,
             "clients": [
                 {
                     "client": p.client,
+                    "train_queries": p.train.num_queries,
                     "train_rows": int(p.train.observed.sum()),
                     "test_queries": p.test.num_queries,
                     "logged_models": len(p.logged_models),
+                    "personalisation_calibration_queries": personal_calibration(cfg, p)[
+                        0
+                    ].num_queries,
                 }
                 for p in parts
             ],
         },
         "auc": auc,
+        "val_auc": val_auc,
         "client_auc": client_auc,
         "checks": {
             "federated_minus_centralized": auc["federated"] - auc["centralized"],
-            "federated_above_every_local": bool(auc["federated"] > max(auc["local"])),
-            "clients_federated_beats_local": int(sum(fed_vs_local)),
-            "personalized_at_least_worse_of_two": int(
+            "federated_within_001_of_centralized": bool(
+                abs(auc["federated"] - auc["centralized"]) <= 0.01
+            ),
+            "federated_minus_best_local": auc["federated"] - best_local,
+            "federated_above_every_local": bool(auc["federated"] > best_local),
+            "clients_federated_beats_local": int(
                 sum(
-                    per >= w - 1e-12
-                    for per, w in zip(client_auc["personalized"], worse, strict=True)
+                    f > x for f, x in zip(client_auc["federated"], client_auc["local"], strict=True)
                 )
             ),
+            "personalized_at_least_worse_of_two": len(parts) - len(shortfall),
+            "personalized_shortfall": shortfall,
         },
         "rounds": run.history.get("rounds", []),
         "aggregation": run.history.get("aggregation", {}),
-        "seconds": time.time() - t0,
     }
     if cfg.expand_model:
         base = run.routers["base"]
+        new_idx = list(fed.models).index(cfg.expand_model)
         report["expansion"] = {
             "model": cfg.expand_model,
-            "before": router_auc(base, _test_for(base, test)),
+            "before": auc_of(base, test),
             "after": auc["federated"],
+            "calibration_frac": cfg.calibration_frac,
+            "calibration_rows": [
+                int(
+                    calibration_set(
+                        _aligned_full(p, fed.models),
+                        new_idx,
+                        cfg.calibration_frac,
+                        calibration_seed(cfg.seed, p.client),
+                    )
+                    .observed[:, new_idx]
+                    .sum()
+                )  # fmt: skip
+                for p in parts
+            ],
         }
     if cfg.new_clients and "before_join" in run.routers:
         before = run.routers["before_join"]
@@ -240,26 +305,45 @@ def simulate(
         new = parts[cfg.clients - cfg.new_clients :]
         report["new_clients"] = {
             "clients": [p.client for p in new],
-            "before": router_auc(before, _test_for(before, test)),
-            "after": router_auc(after, _test_for(after, test)),
-            "before_on_new_clients": [router_auc(before, _test_for(before, p.test)) for p in new],
-            "after_on_new_clients": [router_auc(after, _test_for(after, p.test)) for p in new],
+            "before": auc_of(before, test),
+            "after": auc_of(after, test),
+            "before_on_new_clients": [auc_of(before, p.test) for p in new],
+            "after_on_new_clients": [auc_of(after, p.test) for p in new],
+            "personalisation_calibration_queries": [
+                personal_calibration(cfg, p)[0].num_queries for p in new
+            ],
         }
     curves = {
         "federated": router_curve(fed, _test_for(fed, test)),
-        "centralized": router_curve(central, base_test),
+        "centralized": router_curve(central, _test_for(central, test)),
     }
     best = int(np.argmax(auc["local"]))
     worst = int(np.argmin(auc["local"]))
-    curves[f"local (best, client {best})"] = router_curve(local[best], base_test)
-    curves[f"local (worst, client {worst})"] = router_curve(local[worst], base_test)
+    curves[f"local (best, client {best})"] = router_curve(local[best], _test_for(local[best], test))
+    curves[f"local (worst, client {worst})"] = router_curve(
+        local[worst], _test_for(local[worst], test)
+    )
     report["curves"] = {k: {"cost": c.tolist(), "acc": a.tolist()} for k, (c, a) in curves.items()}
-    (out / "report.json").write_text(json.dumps(report, indent=2))
+    singles = single_models(test)
+    hc, ha = upper_hull(
+        np.array([c for c, _ in singles.values()]), np.array([a for _, a in singles.values()])
+    )
+    report["single_models"] = {m: {"cost": c, "acc": a} for m, (c, a) in singles.items()}
+    report["hull"] = {"cost": hc.tolist(), "acc": ha.tolist()}
+    (out / "report.json").write_text(json.dumps(report, indent=1, sort_keys=True) + "\n")
+    (out / "timing.json").write_text(json.dumps({"seconds": round(time.time() - t0, 1)}) + "\n")
     from federation.report import write_plots, write_summary
 
-    write_plots(report, test, out)
+    write_plots(report, out)
     write_summary(report, out / "summary.md")
     return report
+
+
+def _aligned_full(p: ClientData, models: list[str]) -> ClientData:
+    """A client's data with its full-label training matrix over ``models`` (for counting the
+    expansion's calibration rows exactly as the ClientApp draws them)."""
+    full = p.train_full
+    return replace(p, train_full=full.select_models(list(models)) if full is not None else None)
 
 
 def _as_full(fed: Router, train: EvalMatrix) -> Router:

@@ -1,10 +1,13 @@
 """FedAvg for the MLP router with per-head aggregation, seeded sampling and robust checks.
 
 A subclass of Flower's message-based ``FedAvg``: Flower's ``Strategy.start`` runs the rounds;
-this class decides who trains (a seeded sample of ``participation`` x clients, so a run is
-reproducible) and how replies are combined (``aggregate.aggregate``: each array averaged over the
-clients that trained it, weighted by its rows; malformed updates rejected with a logged reason;
-clipping or a trimmed mean). Federated evaluation runs once, after the last round.
+this class decides who trains (a sample of ``participation`` x clients, less those that drop out
+with probability ``client-dropout``, both drawn from the run seed and the round, so a run is
+reproducible) and how replies are combined (``aggregate.aggregate``, on replies sorted by client
+id so Ray's reply order cannot change a sum: each array averaged over the clients that trained
+it, weighted by its rows; malformed updates rejected with a logged reason; clipping or a trimmed
+mean; then the server optimiser's step on the shared trunk, ``server-opt``). Federated evaluation
+runs once, after the last round.
 
 Usage::
 
@@ -23,7 +26,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricReco
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
-from federation.aggregate import Update, aggregate
+from federation.aggregate import ServerOptimizer, Update, aggregate
 from federation.client_app import arrays_of, num, nums, record_of
 from federation.config import FederationConfig
 
@@ -49,12 +52,19 @@ class RouterFedAvg(FedAvg):
         self._global: dict[str, np.ndarray] = {}
         self.history: list[dict[str, Any]] = []
         self.client_auc: dict[int, float] = {}
+        self.server_opt = ServerOptimizer(
+            cfg.server_opt, lr=cfg.server_lr, beta=cfg.server_momentum
+        )
 
     def _sample(self, server_round: int) -> list[int]:
         nodes = sorted(self.clients, key=lambda n: self.clients[n])  # by client id: reproducible
         k = max(1, int(round(self.cfg.participation * len(nodes))))
         rng = np.random.default_rng(self.cfg.seed * 7919 + server_round)
-        return [nodes[i] for i in sorted(rng.choice(len(nodes), size=k, replace=False))]
+        picked = sorted(rng.choice(len(nodes), size=k, replace=False).tolist())
+        stay = rng.random(len(picked)) >= self.cfg.client_dropout
+        if not stay.any():  # a round needs one client
+            stay[0] = True
+        return [nodes[i] for i, s in zip(picked, stay, strict=True) if s]
 
     def _messages(
         self, arrays: ArrayRecord, config: ConfigRecord, nodes: Iterable[int], kind: str
@@ -78,7 +88,7 @@ class RouterFedAvg(FedAvg):
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         valid, errors = self._check_and_log_replies(replies, is_train=True, validate=False)
         updates: list[Update] = []
-        losses: list[float] = []
+        losses: list[tuple[int, float]] = []
         for msg in valid:
             m = msg.content.metric_records["metrics"]
             client = int(num(m, "client"))
@@ -88,8 +98,9 @@ class RouterFedAvg(FedAvg):
             recs = msg.content.array_records
             arrays = arrays_of(recs["arrays"]) if "arrays" in recs else {}
             updates.append(Update(client=str(client), arrays=arrays, group_rows=rows))
-            losses.append(num(m, "loss"))
+            losses.append((client, num(m, "loss")))
         updates.sort(key=lambda u: int(u.client))  # reply order varies; sums must not
+        mean_loss = float(np.mean([x for _, x in sorted(losses)])) if losses else float("nan")
         new, report = aggregate(
             self._global,
             updates,
@@ -97,6 +108,7 @@ class RouterFedAvg(FedAvg):
             clip_factor=self.cfg.clip_factor,
             trim_frac=self.cfg.trim_frac,
         )
+        new = self.server_opt.step(self._global, new)
         self.history.append(
             {
                 "round": server_round,
@@ -104,10 +116,10 @@ class RouterFedAvg(FedAvg):
                 "rejected": report.rejected,
                 "clipped": report.clipped,
                 "failures": len(errors),
-                "loss": float(np.mean(losses)) if losses else float("nan"),
+                "loss": mean_loss,
             }
         )
-        metrics = MetricRecord({"loss": float(np.mean(losses)) if losses else -1.0})
+        metrics = MetricRecord({"loss": mean_loss if losses else -1.0})
         return record_of(new), metrics
 
     def configure_evaluate(

@@ -113,11 +113,14 @@ def local_train(
     cost_weight: float,
     seed: int,
     progress: bool = False,
+    prox_mu: float = 0.0,
 ) -> dict[str, float]:
     """Train ``net`` in place on rows (x, model, accuracy, standardised log cost).
 
     The trunk and the heads of the models present in ``model_idx`` change; every other head stays
-    bitwise identical. Returns the mean loss of the last epoch and the number of rows.
+    bitwise identical. ``prox_mu > 0`` adds FedProx's proximal term ``mu/2 ||w - w_start||^2`` on
+    the trunk (a federated client stays near the global trunk). Returns the mean loss of the last
+    epoch and the number of rows.
     """
     n = len(acc)
     if n == 0:
@@ -129,6 +132,7 @@ def local_train(
     c_t = torch.as_tensor(log_cost_z, dtype=torch.float32)
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay)
     bce = nn.BCEWithLogitsLoss()
+    anchor = [(p, p.detach().clone()) for p in net.trunk.parameters()] if prox_mu > 0 else []
     net.train()
     last = float("nan")
     for _ in tqdm(range(epochs), desc="mlp router", disable=not progress, leave=False):
@@ -138,6 +142,8 @@ def local_train(
             idx = perm[s : s + batch_size]
             out = net.rows(x_t[idx], m_t[idx])
             loss = bce(out[:, 0], a_t[idx]) + cost_weight * ((out[:, 1] - c_t[idx]) ** 2).mean()
+            if anchor:
+                loss = loss + 0.5 * prox_mu * sum(((p - p0) ** 2).sum() for p, p0 in anchor)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             nn.utils.clip_grad_norm_(net.parameters(), grad_clip)

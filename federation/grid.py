@@ -1,0 +1,119 @@
+"""The committed experiment grid behind ``federation/RESULTS.md``: every run by name.
+
+``junction federate grid`` runs the named runs (sequentially, skipping those whose report is
+already there) and keeps only what RESULTS.md needs: each run's ``report.json`` and
+``summary.md`` under ``federation/results/runs/<name>/`` (small, committed); the routers and plots
+stay under a scratch directory. ``junction federate results`` turns those reports into
+RESULTS.md, so every figure there comes from one committed report.
+
+Three logs, 10 clients, task alpha 0.6, 30 rounds, seeds 0-2:
+
+- ``rb``: RouterBench (11 models);
+- ``mm``: MMLU-Pro, its 18 seen models (the 4 held out for onboarding stay out);
+- ``mm22skew``: the third log made by the command from the MMLU-Pro evaluation log: all 22 models
+  (``held-out=include``) with strong per-client model skew (logging-policy alpha 0.1, so each
+  client logs mostly one to three models).
+
+MLP methods (chosen on validation AUC, seed 0 of every log; see RESULTS.md):
+``avg`` (per-model heads, FedAvg), ``avgm`` (per-model heads, server momentum on the trunk),
+``shared`` (model-embedding-conditioned shared head, FedAvg).
+
+Usage::
+
+    junction federate grid --out federation/results/runs --only 'rb_*'
+    junction federate results federation/results/runs --out federation/RESULTS.md
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import logging
+import shutil
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from federation.config import FederationConfig
+
+log = logging.getLogger(__name__)
+
+SEEDS = (0, 1, 2)
+LOGS: dict[str, dict[str, Any]] = {
+    "rb": {"logs": "routerbench"},
+    "mm": {"logs": "mmlu_pro"},
+    "mm22skew": {"logs": "mmlu_pro", "held_out": "include", "model_alpha": 0.1},
+}
+MLP_METHODS: dict[str, dict[str, Any]] = {
+    "avg": {"head": "per-model", "server_opt": "avg"},
+    "avgm": {"head": "per-model", "server_opt": "momentum", "server_lr": 1.0,
+             "server_momentum": 0.7},
+    "shared": {"head": "shared", "server_opt": "avg"},
+}  # fmt: skip
+CHOSEN_MLP = "shared"  # best mean validation AUC over the three logs (RESULTS.md, "Method")
+BASE: dict[str, Any] = {"clients": 10, "alpha": 0.6, "rounds": 30}
+
+
+def runs() -> dict[str, FederationConfig]:
+    """Every run of the grid by name."""
+    out: dict[str, FederationConfig] = {}
+    for log_name, data in LOGS.items():
+        for method, knobs in MLP_METHODS.items():
+            seeds = SEEDS if method == CHOSEN_MLP else (0,)
+            for s in seeds:
+                out[f"{log_name}_mlp_{method}_s{s}"] = FederationConfig(
+                    **BASE, **data, **knobs, router="mlp", seed=s
+                )
+        for s in SEEDS:
+            out[f"{log_name}_kmeans_s{s}"] = FederationConfig(
+                **BASE, **data, router="kmeans", seed=s
+            )
+    chosen = MLP_METHODS[CHOSEN_MLP]
+    # Model expansion: onboarding a held-out MMLU-Pro model with a fixed 10% calibration set
+    # per client; new clients: the last two join after 30 rounds.
+    for r in ("mlp", "kmeans"):
+        knobs = chosen if r == "mlp" else {}
+        out[f"mm_{r}_expand_s0"] = FederationConfig(
+            **BASE, **LOGS["mm"], **knobs, router=r, seed=0, expand_model="Yi-34B"
+        )
+    out["rb_mlp_join_s0"] = FederationConfig(
+        **BASE, **LOGS["rb"], **chosen, router="mlp", seed=0, new_clients=2
+    )
+    return out
+
+
+def select(pattern: str | None) -> dict[str, FederationConfig]:
+    all_runs = runs()
+    if not pattern:
+        return all_runs
+    picked = {n: c for n, c in all_runs.items() if fnmatch.fnmatch(n, pattern)}
+    if not picked:
+        raise KeyError(f"no run matches {pattern!r} (runs: {sorted(all_runs)})")
+    return picked
+
+
+def run_grid(
+    out: Path, scratch: Path, *, pattern: str | None = None, force: bool = False
+) -> list[str]:
+    """Run the selected runs whose report is missing (all with ``force``); returns their names."""
+    from federation.simulate import simulate
+
+    done = []
+    for name, cfg in select(pattern).items():
+        dest = out / name
+        if (dest / "report.json").exists() and not force:
+            continue
+        log.info("run %s", name)
+        work = scratch / name
+        simulate(replace(cfg), work, progress=True)
+        dest.mkdir(parents=True, exist_ok=True)
+        for f in ("report.json", "summary.md"):
+            shutil.copyfile(work / f, dest / f)
+        done.append(name)
+    return done
+
+
+def load_reports(runs_dir: Path) -> dict[str, dict[str, Any]]:
+    return {
+        p.parent.name: json.loads(p.read_text()) for p in sorted(runs_dir.glob("*/report.json"))
+    }

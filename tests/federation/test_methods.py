@@ -1,0 +1,181 @@
+"""The pieces behind the federated MLP methods and the report's one AUC scale, without Ray:
+the shared (model-embedding-conditioned) head, the server optimisers, seeded local rounds, the
+fixed calibration set, held-out models and the common-range AUC."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from federation.aggregate import ServerOptimizer, group_of
+from federation.client_app import calibration_seed, calibration_set
+from federation.config import FederationConfig
+from federation.data_source import experiment_partition, experiment_validation, federation_models
+from federation.local import (
+    NetSpec,
+    SharedHeadNet,
+    as_plain,
+    mlp_round,
+    net_arrays,
+    new_net,
+    train_mlp,
+)
+from federation.partition import global_test
+from federation.routers import hull_auc, router_auc, router_curve
+from training.evaluation.metrics import common_range_auc, pool_cost_range
+from training.routers.mlp import MLPConfig, MLPRouter
+
+CFG = MLPConfig(hidden=16, seed=0)
+
+
+def tiny_router(spec: NetSpec, models: int = 4) -> MLPRouter:
+    return MLPRouter(
+        new_net(CFG, models, spec, seed=3), CFG, [f"m{i}" for i in range(models)], -9.0, 2.0
+    )
+
+
+def rows(models: list[int], n: int = 40, seed: int = 0):  # type: ignore[no-untyped-def]
+    from training.data.matrix import EvalMatrix
+
+    rng = np.random.default_rng(seed)
+    scores = np.full((n, 4), np.nan, dtype=np.float32)
+    cost = np.full((n, 4), np.nan, dtype=np.float32)
+    for i in range(n):
+        j = models[i % len(models)]
+        scores[i, j] = float(rng.random() < 0.6)
+        cost[i, j] = 1e-4 * (j + 1)
+    return EvalMatrix(
+        dataset="t",
+        query_ids=np.array([str(i) for i in range(n)]),
+        queries=[""] * n,
+        categories=np.array(["a"] * n),
+        split=np.array(["train"] * n),
+        embeddings=rng.normal(size=(n, 384)).astype(np.float32),
+        models=[f"m{i}" for i in range(4)],
+        scores=scores,
+        cost_usd=cost,
+        prompt_tokens=np.zeros_like(cost),
+        completion_tokens=np.zeros_like(cost),
+    )
+
+
+def test_shared_head_trains_every_model_scorer_and_exports_as_per_model_heads() -> None:
+    router = tiny_router(NetSpec("shared", 3))
+    assert isinstance(router.net, SharedHeadNet)
+    before = net_arrays(router.net)
+    sent, counts, _ = mlp_round(router, rows([0, 1]), epochs=2, batch_size=8, lr=1e-2, seed=1)
+    # a client with rows of models 0 and 1 moves the shared head (it scores every model) and
+    # only those two models' embeddings and biases; models 2 and 3 keep theirs bit for bit
+    assert {group_of(k) for k in sent} == {"trunk", "head:0", "head:1"}
+    assert "shared_w" in sent and "basis" in sent
+    after = net_arrays(router.net)
+    for k in ("model_z.2", "model_z.3", "head_b.2", "head_b.3"):
+        assert (after[k] == before[k]).all(), k
+    assert not np.allclose(after["shared_w"], before["shared_w"])
+    assert counts["trunk"] == 40 and counts["head:0"] == 20
+    # the checkpoint form has ordinary per-model heads and the same outputs
+    X = np.random.default_rng(0).normal(size=(5, 384)).astype(np.float32)
+    plain = as_plain(router)
+    assert not isinstance(plain.net, SharedHeadNet)
+    np.testing.assert_allclose(plain.predict(X).p_correct, router.predict(X).p_correct, atol=1e-6)
+    np.testing.assert_allclose(plain.predict(X).cost_usd, router.predict(X).cost_usd, rtol=1e-5)
+
+
+@pytest.mark.parametrize("head", ["per-model", "shared"])
+def test_a_local_round_is_a_function_of_its_seed(head: str) -> None:
+    """Dropout masks and shuffles come from the round's seed, not from whatever the worker's
+    global torch generator did before."""
+    outs = []
+    for noise in (0, 1):
+        torch.manual_seed(1234 + noise)  # a different history of the global generator
+        torch.rand(7)
+        r = tiny_router(NetSpec(head, 3))
+        sent, _, loss = mlp_round(r, rows([0, 2]), epochs=1, batch_size=8, lr=1e-2, seed=5)
+        outs.append((sent, loss))
+    assert outs[0][1] == outs[1][1]
+    for k, v in outs[0][0].items():
+        assert (v == outs[1][0][k]).all(), k
+    # a different seed gives a different update
+    r = tiny_router(NetSpec(head, 3))
+    other, _, _ = mlp_round(r, rows([0, 2]), epochs=1, batch_size=8, lr=1e-2, seed=6)
+    assert any(not np.array_equal(v, outs[0][0][k]) for k, v in other.items())
+
+
+def test_fedprox_keeps_the_trunk_nearer_the_global_one() -> None:
+    def drift(mu: float) -> float:
+        r = tiny_router(NetSpec())
+        g = net_arrays(r.net)
+        sent, _, _ = mlp_round(r, rows([0, 1]), epochs=5, batch_size=8, lr=1e-2, seed=1, prox_mu=mu)
+        return sum(float(((sent[k] - g[k]) ** 2).sum()) for k in sent if k.startswith("trunk."))
+
+    assert drift(10.0) < 0.5 * drift(0.0)
+
+
+def test_server_optimisers_step_on_the_trunk_only() -> None:
+    g = {"trunk.0.weight": np.zeros(2, np.float32), "head_w.0": np.zeros(2, np.float32)}
+    avg = {"trunk.0.weight": np.ones(2, np.float32), "head_w.0": np.ones(2, np.float32)}
+    plain = ServerOptimizer("avg").step(g, avg)
+    assert (plain["trunk.0.weight"] == 1).all() and (plain["head_w.0"] == 1).all()
+    mom = ServerOptimizer("momentum", lr=1.0, beta=0.5)
+    first = mom.step(g, avg)
+    assert (first["trunk.0.weight"] == 1).all()  # v = d
+    second = mom.step(first, {k: v + 1 for k, v in first.items()})
+    assert (second["trunk.0.weight"] == 2.5).all()  # v = 0.5 * 1 + 1, added to 1
+    assert (second["head_w.0"] == 2).all()  # heads take the plain mean
+    adam = ServerOptimizer("adam", lr=0.1, beta=0.9).step(g, avg)
+    # m = 0.1, u = 0.01: one step of lr * m / (sqrt(u) + tau) ~ lr
+    np.testing.assert_allclose(adam["trunk.0.weight"], 0.1 / (0.1 + 1e-3) * 0.1, rtol=1e-5)
+    with pytest.raises(ValueError):
+        ServerOptimizer("sgd")
+
+
+def test_central_training_with_the_shared_head_learns() -> None:
+    data = rows([0, 1, 2, 3], n=200)
+    r = train_mlp(data, replace(CFG, epochs=3), NetSpec("shared", 4))
+    assert r.predict(data.embeddings[:3]).p_correct.shape == (3, 4)
+
+
+def test_held_out_models_stay_out_unless_a_run_says_otherwise() -> None:
+    cfg = FederationConfig(logs="mmlu_pro", clients=4)
+    models = federation_models(cfg)
+    assert len(models) == 18 and "Yi-34B" not in models
+    assert len(federation_models(replace(cfg, held_out="include"))) == 22
+    # a run that onboards a held-out model by expansion names it
+    assert "Yi-34B" in federation_models(replace(cfg, expand_model="Yi-34B"))
+    parts = experiment_partition(cfg)
+    assert parts[0].train.models == models
+    # validation queries are the log's own val split, outside every client
+    val = experiment_validation(cfg)
+    assert set(val.split) == {"val"}
+    seen = {q for p in parts for q in (*p.train.query_ids, *p.test.query_ids)}
+    assert not seen & set(val.query_ids)
+
+
+def test_calibration_set_is_drawn_once_per_client() -> None:
+    parts = experiment_partition(FederationConfig(logs="routerbench", clients=4))
+    p = parts[1]
+    sets = [calibration_set(p, 5, 0.1, calibration_seed(0, p.client)) for _ in range(3)]
+    assert all((s.query_ids == sets[0].query_ids).all() for s in sets)
+    assert sets[0].num_queries == round(p.train.num_queries * 0.1)
+    assert set(np.flatnonzero(sets[0].observed.any(axis=0))) <= {5}
+    other = calibration_set(parts[2], 5, 0.1, calibration_seed(0, parts[2].client))
+    assert not set(other.query_ids) & set(sets[0].query_ids)
+
+
+def test_every_router_is_scored_on_the_pool_range() -> None:
+    parts = experiment_partition(FederationConfig(logs="routerbench", clients=4))
+    test = global_test(parts)
+    span = pool_cost_range(test.cost_usd)
+    r = train_mlp(parts[0].train, replace(CFG, epochs=2), NetSpec(), cost_moments=(-9.0, 2.0))
+    cost, acc = router_curve(r, test)
+    assert router_auc(r, test, span) == common_range_auc(cost, acc, *span)
+    # the hull is on the same scale and no router beats mixing single models by much here
+    h = hull_auc(test, span)
+    assert 0.5 < h < 1 and router_auc(r, test, span) < h + 0.05
+    # a client's narrow test pool is still scored on the report's range
+    assert router_auc(r, parts[0].test, span) == common_range_auc(
+        *router_curve(r, parts[0].test), *span
+    )
