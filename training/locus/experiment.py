@@ -53,8 +53,14 @@ def scoring_latency_ms(
 
 
 def _first_k(matrix: EvalMatrix, j: int, k: int | None) -> tuple[np.ndarray, np.ndarray]:
-    """Model j's first k observed evaluations (train rows are in seeded random order)."""
-    rows = np.flatnonzero(matrix.observed[:, j])[:k]
+    """k of model j's observed evaluations drawn at random (seeded by j and k; all if k is None).
+
+    Rows are stored sorted by question id, so a prefix would take one category only (k = 128 and
+    512 used to be business questions only).
+    """
+    rows = np.flatnonzero(matrix.observed[:, j])
+    if k is not None and k < len(rows):
+        rows = np.sort(np.random.default_rng([j, k]).choice(rows, size=k, replace=False))
     return matrix.embeddings[rows], matrix.scores[rows, j]
 
 

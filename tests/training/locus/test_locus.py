@@ -296,3 +296,16 @@ def test_ema_weights_are_validated_and_kept(matrix):
     for name, param in result.model.state_dict().items():
         assert not torch.equal(param, initial[name]), name
         assert not torch.equal(param, raw.model.state_dict()[name]), name
+
+
+def test_onboarding_draws_are_random_not_the_first_rows() -> None:
+    """experiment._first_k used to take a prefix of rows sorted by question id (one category)."""
+    from training.data import load_matrix
+    from training.locus.experiment import _first_k
+
+    train = load_matrix("routerbench").for_split("train")
+    X, _ = _first_k(train, 0, 128)
+    X2, _ = _first_k(train, 0, 128)
+    assert np.array_equal(X, X2)  # seeded
+    prefix = train.embeddings[np.flatnonzero(train.observed[:, 0])[:128]]
+    assert not np.array_equal(X, prefix)
