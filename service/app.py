@@ -176,6 +176,8 @@ def build_components(
         default_router=scorer.name,
         default_lambda=settings.default_lambda,
         margin=settings.stickiness_margin,
+        calibration_queries=settings.calibration_queries,
+        calibration_size=settings.calibration_size,
     )
     upstream = UpstreamClient(
         connect_timeout_s=settings.upstream_connect_timeout_s,

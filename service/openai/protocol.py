@@ -7,9 +7,12 @@ backend is called) and forward the caller's JSON as sent, minus the gateway-only
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from service.errors import InvalidRequest
 
 log = logging.getLogger(__name__)
 
@@ -40,18 +43,116 @@ class StreamOptions(OpenAIBaseModel):
     include_usage: bool | None = None
 
 
-class RoutingOptions(BaseModel):
-    """``routing`` body object (OpenAI clients: ``extra_body``); headers ``x-junction-*``."""
+RoutingMode = Literal["quality", "balanced", "cost"]
+# The three ways to say how much cost matters; a request gives at most one of them.
+LAMBDA_SOURCES = ("lambda", "mode", "target_cost_per_1k_usd")
+
+
+class CostKnob(BaseModel):
+    """The cost fields shared by the chat ``routing`` object and ``POST /v1/route``."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     lambda_: float | None = Field(
-        default=None, alias="lambda", ge=0, description="utility = p_correct - lambda * cost_usd"
+        default=None,
+        alias="lambda",
+        ge=0,
+        allow_inf_nan=False,
+        description="raw: utility = p_correct - lambda * cost_usd (accuracy per USD per request)",
     )
+    mode: RoutingMode | None = Field(
+        default=None,
+        description="preset: quality (lambda 0), balanced (95% of quality mode's predicted "
+        "accuracy at the lowest cost), cost (80%), calibrated on held-out queries",
+    )
+    target_cost_per_1k_usd: float | None = Field(
+        default=None,
+        gt=0,
+        allow_inf_nan=False,
+        description="average cost per 1,000 requests to aim for (lambda calibrated on held-out queries)",
+    )
+    max_cost_usd: float | None = Field(
+        default=None,
+        gt=0,
+        allow_inf_nan=False,
+        description="cap on this request's expected cost: only candidates within it are ranked; "
+        "400 no_model_within_max_cost when none fits",
+    )
+
+    def check_one_lambda_source(self, prefix: str = "") -> None:
+        """At most one of lambda, mode, target_cost_per_1k_usd: a 400 naming the second."""
+        given = [
+            name
+            for name, v in zip(
+                LAMBDA_SOURCES, (self.lambda_, self.mode, self.target_cost_per_1k_usd), strict=True
+            )
+            if v is not None
+        ]
+        if len(given) > 1:
+            raise InvalidRequest(
+                f"give at most one of lambda, mode and target_cost_per_1k_usd (got "
+                f"{' and '.join(given)}): each one sets how much cost matters",
+                param=prefix + given[1],
+            )
+
+
+class RoutingOptions(CostKnob):
+    """``routing`` body object (OpenAI clients: ``extra_body``); headers ``x-junction-*``."""
+
     candidates: list[str] | None = Field(
         default=None, min_length=1, description="route only among these registered models"
     )
     router: str | None = Field(default=None, description="scorer name: locus or an uploaded router")
+
+
+# header -> routing field; the body's ``routing`` object wins over headers field by field, and a
+# body that names any of lambda / mode / target_cost_per_1k_usd ignores the headers for all three.
+ROUTING_HEADERS = {
+    "x-junction-lambda": "lambda",
+    "x-junction-routing-mode": "mode",
+    "x-junction-target-cost-per-1k-usd": "target_cost_per_1k_usd",
+    "x-junction-max-cost-usd": "max_cost_usd",
+    "x-junction-router": "router",
+}
+
+
+def routing_options(body: Mapping[str, Any] | None, headers: Mapping[str, str]) -> dict[str, Any]:
+    """The routing fields of a request: ``body`` (already a dict) filled from the headers.
+
+    Raises ``InvalidRequest`` naming the parameter (``routing.mode``, ...) on a bad value.
+    """
+    data: dict[str, Any] = {k: v for k, v in (body or {}).items() if v is not None}
+    body_sets_lambda = any(k in data for k in LAMBDA_SOURCES)
+    for header, name in ROUTING_HEADERS.items():
+        value = headers.get(header)
+        if not value or name in data or (name in LAMBDA_SOURCES and body_sets_lambda):
+            continue
+        data[name] = value
+    if "candidates" not in data and headers.get("x-junction-candidates"):
+        data["candidates"] = [
+            c.strip() for c in headers["x-junction-candidates"].split(",") if c.strip()
+        ]
+    return data
+
+
+def validation_error(exc: ValidationError, prefix: str) -> InvalidRequest:
+    """A pydantic error on a routing field as a 400 naming it (``routing.max_cost_usd``)."""
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in err.get("loc", ()) if p != "lambda_")
+    param = f"{prefix}.{loc}" if prefix and loc else (loc or prefix or None)
+    msg = str(err.get("msg", "invalid"))
+    return InvalidRequest(f"bad routing option {param}: {msg}", param=param)
+
+
+def parse_routing(opts: RoutingOptions | None, headers: Mapping[str, str]) -> RoutingOptions:
+    """Body ``routing`` wins; the ``x-junction-*`` routing headers fill what it leaves out."""
+    body = opts.model_dump(by_alias=True, exclude_none=True) if opts else {}
+    try:
+        opts = RoutingOptions.model_validate(routing_options(body, headers))
+    except ValidationError as exc:
+        raise validation_error(exc, "routing") from None
+    opts.check_one_lambda_source("routing.")
+    return opts
 
 
 class BudgetOptions(BaseModel):

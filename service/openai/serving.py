@@ -20,7 +20,6 @@ Usage::
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import logging
 import time
@@ -209,12 +208,6 @@ class OpenAIServing:
             route_text = prompt_text
             if len(users) > 1 and len(prompt_text) < 200:
                 route_text = users[-2][-300:] + "\n" + prompt_text
-            first = next((t for t in users), "")
-            conv_seed = (
-                (text_of(req.messages[0].content) if req.messages[0].role == "system" else "")
-                + "\0"
-                + first
-            )
         else:
             req = CompletionRequest.model_validate(body)
             prompt = req.prompt
@@ -224,23 +217,32 @@ class OpenAIServing:
                 prompt_text = "\n".join(str(p) for p in prompt)
             else:
                 raise InvalidRequest("token-id prompts cannot be routed; send text", param="prompt")
-            texts, route_text, conv_seed = [prompt_text], prompt_text, ""
+            texts, route_text = [prompt_text], prompt_text
             users = [prompt_text]
         routing = routing_from_headers(req.routing, headers)
+        # A conversation exists only when the client names it (body or header). It used to be
+        # implied by the first message too: independent "hi" requests then shared one budget
+        # and one sticky model (issue 13).
         conv_id = (
             (req.budget.conversation_id if req.budget else None)
             or headers.get("x-conversation-id")
             or headers.get("x-session-id")
         )
-        if conv_id is None and kind == "chat" and conv_seed.strip("\0"):
-            # Implicit conversation identity: the first turn, which every later turn repeats.
-            conv_id = "h:" + hashlib.sha256(conv_seed.encode()).hexdigest()[:24]
+        if conv_id is not None and not 0 < len(conv_id.strip()) <= 200:
+            raise InvalidRequest(
+                "a conversation id has 1 to 200 characters", param="x-conversation-id"
+            )
         total = req.budget.total_tokens if req.budget else None
         if total is None and headers.get("x-junction-budget-tokens"):
             try:
                 total = int(headers["x-junction-budget-tokens"])
             except ValueError:
-                raise InvalidRequest("x-junction-budget-tokens must be an integer") from None
+                total = 0
+            if not 1 <= total <= 2**31 - 1:
+                raise InvalidRequest(
+                    "x-junction-budget-tokens must be a positive integer",
+                    param="x-junction-budget-tokens",
+                )
         requested = req.max_completion_tokens or req.max_tokens
         stream = bool(req.stream)
         return Prepared(
@@ -760,8 +762,11 @@ class OpenAIServing:
                 request_record(prep, s, key_id=reservation.key_id, usage=usage, cost=cost)
             )
         if prep.conv_key:
+            # Stick to the router's choice, not to a fallback that stood in for it: once the
+            # primary recovers the conversation goes back to it.
+            sticky = s.decision.model if s.fallbacks and s.decision is not None else name
             state = {
-                "model": name,
+                "model": sticky,
                 "tokens": int(s.conv_state.get("tokens", 0)) + int(usage["total_tokens"]),
                 "turns": int(s.conv_state.get("turns", 0)) + 1,
             }
