@@ -30,7 +30,7 @@ from service.catalog import VERSION_KEY, Catalog
 from service.db.engine import Database
 from service.handlers import install_handlers
 from service.metrics import Metrics
-from service.middleware import BodySizeLimit
+from service.middleware import BodySizeLimit, CatchAll, InputGuard
 from service.openai.serving import OpenAIServing
 from service.request_log import RequestLog
 from service.routing.embedder import BatchingEmbedder, TextEncoder
@@ -310,7 +310,13 @@ def create_app(
         lifespan=lifespan,
     )
     install_handlers(app)
+    # Outermost last: CatchAll -> BodySizeLimit -> InputGuard -> the routes.
+    app.add_middleware(InputGuard)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(CatchAll)
+    from service.openapi_doc import install_openapi
+
+    install_openapi(app)
     from service.admin.routes import router as admin_router
     from service.dashboard.routes import router as dashboard_router
     from service.evaluations.routes import router as evaluations_router

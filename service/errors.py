@@ -14,6 +14,7 @@
     ├── Conflict                      409 conflict
     ├── RateLimited                   429 rate_limit_exceeded (+ Retry-After)
     ├── BudgetExceeded                429 insufficient_quota / budget_exceeded
+    ├── ServiceUnavailable            503 service_unavailable (+ Retry-After; database busy)
     └── UpstreamError                 502 upstream_error
         ├── UpstreamTimeout           504 upstream_timeout
         └── NoHealthyBackend          503 routing_failed (+ Retry-After)
@@ -123,6 +124,12 @@ class BudgetExceeded(JunctionError):
     status_code = 429
     type = "insufficient_quota"
     code = "budget_exceeded"
+
+
+class ServiceUnavailable(JunctionError):
+    status_code = 503
+    type = "server_error"
+    code = "service_unavailable"
 
 
 class UpstreamError(JunctionError):

@@ -15,7 +15,13 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from service.errors import JunctionError, error_body
+from service.errors import (
+    InvalidJSON,
+    InvalidRequest,
+    JunctionError,
+    ServiceUnavailable,
+    error_body,
+)
 
 log = logging.getLogger(__name__)
 
@@ -76,13 +82,38 @@ async def http_exception_handler(request: Request, exc: Exception) -> JSONRespon
     )
 
 
+def classify(exc: BaseException) -> JunctionError:
+    """The error an exception no handler caught stands for. Low-level failures that bad input
+    or a busy database cause map to 4xx/503; anything else is a 500 that carries no internals
+    (paths, stack traces) to the client."""
+    if isinstance(exc, JunctionError):
+        return exc
+    if isinstance(exc, RecursionError):
+        return InvalidJSON("input nested too deeply")
+    if isinstance(exc, UnicodeError):
+        return InvalidRequest("input is not valid Unicode text (a lone surrogate?)")
+    if isinstance(exc, OverflowError):
+        return InvalidRequest("a number in the input is out of range")
+    try:
+        from sqlalchemy.exc import DataError, OperationalError
+    except ImportError:  # pragma: no cover - sqlalchemy is a serve dependency
+        DataError = OperationalError = ()  # type: ignore[assignment,misc]  # noqa: N806
+    if isinstance(exc, DataError):
+        return InvalidRequest("a value in the input cannot be stored (out of range or NUL)")
+    if isinstance(exc, OperationalError) and "locked" in str(exc.orig):
+        return ServiceUnavailable(
+            "the database is busy; retry shortly",
+            code="database_busy",
+            headers={"Retry-After": "1"},
+        )
+    return JunctionError("internal server error")
+
+
 async def unhandled_handler(request: Request, exc: Exception) -> JSONResponse:
-    # The message never carries internals (paths, stack traces) to the client.
-    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    return JSONResponse(
-        error_body("internal server error", type="server_error", code="internal_error"),
-        status_code=500,
-    )
+    err = classify(exc)
+    if err.code == "internal_error":
+        log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return JSONResponse(err.to_body(), status_code=err.status_code, headers=err.headers)
 
 
 def install_handlers(app: FastAPI) -> None:

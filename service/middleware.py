@@ -1,4 +1,12 @@
-"""Pure ASGI middleware: a request-body size limit that answers in the OpenAI error shape.
+"""Pure ASGI middleware, each answering in the OpenAI error shape.
+
+- ``BodySizeLimit``: refuse bodies over the limit.
+- ``InputGuard``: refuse a path or query with NUL or invalid percent-encoded UTF-8, and on the
+  admin surface (whose bodies FastAPI parses) JSON that ``service.jsonbody`` refuses.
+- ``CatchAll``: the last line: an exception nothing else handled becomes a response here and is
+  not re-raised. Starlette's ``ServerErrorMiddleware`` re-raises after its 500, and uvicorn then
+  closes the connection: the client's next keep-alive request was reset (issue 13). Known
+  low-level failures map to 4xx/503 (``service.handlers.classify``).
 
 Pure ASGI (not ``BaseHTTPMiddleware``) so streaming responses pass through untouched and the
 per-request cost stays a few function calls.
@@ -7,10 +15,29 @@ per-request cost stays a few function calls.
 from __future__ import annotations
 
 import json
+import logging
+from urllib.parse import unquote_to_bytes
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.errors import PayloadTooLarge
+from service.errors import InvalidJSON, InvalidRequest, JunctionError, PayloadTooLarge
+from service.handlers import classify
+from service.jsonbody import loads
+
+log = logging.getLogger(__name__)
+
+
+async def send_error(send: Send, err: JunctionError, *, close: bool = False) -> None:
+    body = json.dumps(err.to_body()).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    headers += [(k.lower().encode(), v.encode()) for k, v in err.headers.items()]
+    if close:
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": err.status_code, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 class BodySizeLimit:
@@ -22,19 +49,7 @@ class BodySizeLimit:
 
     async def _reject(self, send: Send) -> None:
         err = PayloadTooLarge(f"request body exceeds {self.max_bytes} bytes")
-        body = json.dumps(err.to_body()).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": err.status_code,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"connection", b"close"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        await send_error(send, err, close=True)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -72,3 +87,104 @@ class BodySizeLimit:
         except PayloadTooLarge:
             if not started:
                 await self._reject(send)
+
+
+def _bad_text(raw: bytes) -> bool:
+    """NUL, or bytes that are not UTF-8 once percent-decoded (databases refuse both)."""
+    if not raw:
+        return False
+    decoded = unquote_to_bytes(raw)
+    if b"\x00" in decoded:
+        return True
+    try:
+        decoded.decode("utf-8")
+    except UnicodeDecodeError:
+        return True
+    return False
+
+
+class InputGuard:
+    """Refuse paths and queries no handler can store or look up, and (under ``json_prefixes``)
+    JSON bodies ``service.jsonbody`` refuses, before any route runs."""
+
+    def __init__(self, app: ASGIApp, *, json_prefixes: tuple[str, ...] = ("/admin",)) -> None:
+        self.app = app
+        self.json_prefixes = json_prefixes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        raw_path = scope.get("raw_path") or scope.get("path", "").encode("utf-8", "surrogatepass")
+        if _bad_text(raw_path) or _bad_text(scope.get("query_string", b"")):
+            await send_error(send, InvalidRequest("the URL holds a NUL or invalid UTF-8"))
+            return
+        path: str = scope.get("path", "")
+        if scope.get("method") not in ("POST", "PUT", "PATCH") or not path.startswith(
+            self.json_prefixes
+        ):
+            await self.app(scope, receive, send)
+            return
+        ctype = dict(scope.get("headers", ())).get(b"content-type", b"")
+        if b"json" not in ctype:
+            await self.app(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                await self.app(scope, receive, send)
+                return
+            chunks.append(message.get("body", b""))
+            more = bool(message.get("more_body"))
+        raw = b"".join(chunks)
+        if raw:
+            try:
+                loads(raw)
+            except InvalidJSON as err:
+                await send_error(send, err)
+                return
+        sent = False
+
+        async def replay() -> Message:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": raw, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+class CatchAll:
+    """Turn any exception that reached here into a response; never re-raise (see module doc)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as exc:
+            err = classify(exc)
+            if err.status_code >= 500 and err.code == "internal_error":
+                log.error(
+                    "unhandled error on %s %s", scope.get("method"), scope.get("path"), exc_info=exc
+                )
+            if started:
+                # Headers are out: nothing valid can follow; end the body instead of the socket.
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+                return
+            await send_error(send, err)

@@ -10,13 +10,22 @@ import logging
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from service.errors import InvalidRequest
 
 log = logging.getLogger(__name__)
 
 AUTO_MODELS = ("junction/auto", "auto")
+MAX_TOKENS = 2**31 - 1  # token counts are 32-bit everywhere they are stored
+ONE_CHOICE = "only 1: a routed request is answered by one model; send n requests for n answers"
+
+
+def _one_choice(n: int | None) -> int | None:
+    # The gateway's usage, budgets and replay all assume one choice; n=3 silently returned one.
+    if n is not None and n > 1:
+        raise ValueError(f"n={n} is not supported: {ONE_CHOICE}")
+    return n
 
 
 class OpenAIBaseModel(BaseModel):
@@ -40,7 +49,7 @@ class ChatMessage(OpenAIBaseModel):
 
 
 class StreamOptions(OpenAIBaseModel):
-    include_usage: bool | None = None
+    include_usage: bool | None = Field(default=None, strict=True)
 
 
 RoutingMode = Literal["quality", "balanced", "cost"]
@@ -160,48 +169,58 @@ class BudgetOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    conversation_id: str | None = Field(default=None, max_length=200)
-    total_tokens: int | None = Field(default=None, ge=1)
+    conversation_id: str | None = Field(default=None, min_length=1, max_length=200)
+    total_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS, strict=True)
 
 
 class ChatCompletionRequest(OpenAIBaseModel):
     # OpenAI fields, in the order of the OpenAI reference
     messages: list[ChatMessage] = Field(min_length=1)
     model: str = Field(min_length=1)
-    frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
+    frequency_penalty: float | None = Field(default=None, ge=-2, le=2, strict=True)
     logit_bias: dict[str, float] | None = None
-    logprobs: bool | None = None
-    max_completion_tokens: int | None = Field(default=None, ge=1)
-    max_tokens: int | None = Field(default=None, ge=1)
-    n: int | None = Field(default=None, ge=1, le=128)
-    presence_penalty: float | None = Field(default=None, ge=-2, le=2)
-    seed: int | None = None
+    logprobs: bool | None = Field(default=None, strict=True)
+    max_completion_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS, strict=True)
+    max_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS, strict=True)
+    n: int | None = Field(default=None, ge=1, strict=True, description=ONE_CHOICE)
+    presence_penalty: float | None = Field(default=None, ge=-2, le=2, strict=True)
+    seed: int | None = Field(default=None, strict=True)
     stop: str | list[str] | None = None
-    stream: bool | None = False
+    stream: bool | None = Field(default=False, strict=True)
     stream_options: StreamOptions | None = None
-    temperature: float | None = Field(default=None, ge=0, le=2)
-    top_p: float | None = Field(default=None, ge=0, le=1)
+    temperature: float | None = Field(default=None, ge=0, le=2, strict=True)
+    top_p: float | None = Field(default=None, ge=0, le=1, strict=True)
     user: str | None = None
 
     # --- gateway-only fields (stripped before forwarding)
     routing: RoutingOptions | None = Field(default=None, description="routing knobs")
     budget: BudgetOptions | None = Field(default=None, description="conversation token budget")
 
+    @field_validator("n")
+    @classmethod
+    def _n(cls, v: int | None) -> int | None:
+        return _one_choice(v)
+
 
 class CompletionRequest(OpenAIBaseModel):
     model: str = Field(min_length=1)
     prompt: str | list[str] | list[int] | list[list[int]]
-    max_tokens: int | None = Field(default=None, ge=1)
-    max_completion_tokens: int | None = Field(default=None, ge=1)
-    n: int | None = Field(default=None, ge=1, le=128)
-    stream: bool | None = False
+    max_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS, strict=True)
+    max_completion_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS, strict=True)
+    n: int | None = Field(default=None, ge=1, strict=True, description=ONE_CHOICE)
+    stream: bool | None = Field(default=False, strict=True)
     stream_options: StreamOptions | None = None
-    temperature: float | None = Field(default=None, ge=0, le=2)
-    top_p: float | None = Field(default=None, ge=0, le=1)
+    temperature: float | None = Field(default=None, ge=0, le=2, strict=True)
+    top_p: float | None = Field(default=None, ge=0, le=1, strict=True)
 
     # --- gateway-only fields
     routing: RoutingOptions | None = None
     budget: BudgetOptions | None = None
+
+    @field_validator("n")
+    @classmethod
+    def _n(cls, v: int | None) -> int | None:
+        return _one_choice(v)
 
 
 class ModelCard(BaseModel):

@@ -67,6 +67,9 @@ def _conv(text: str, history: list[dict] | None = None) -> list[dict]:
     return [*(history or []), {"role": "user", "content": text}]
 
 
+CONV = {**ADMIN, "x-conversation-id": "sorting-session"}
+
+
 def test_conversation_sticks_to_its_model_unless_the_gain_is_clear(
     gateway: Gateway, fake_a, fake_b
 ) -> None:
@@ -77,7 +80,7 @@ def test_conversation_sticks_to_its_model_unless_the_gain_is_clear(
     # turn 1: only model-b is a candidate
     first = gateway.client.post(
         "/v1/chat/completions",
-        headers=ADMIN,
+        headers=CONV,
         json={
             "model": "junction/auto",
             "messages": _conv("Write a sorting function"),
@@ -88,10 +91,10 @@ def test_conversation_sticks_to_its_model_unless_the_gain_is_clear(
     history = _conv("Write a sorting function") + [
         {"role": "assistant", "content": first.json()["choices"][0]["message"]["content"]}
     ]
-    # turn 2 (same conversation, recognised from its first turn): model-a is only 0.03 better: stay
+    # turn 2 (same conversation, named by its id): model-a is only 0.03 better: stay
     second = gateway.client.post(
         "/v1/chat/completions",
-        headers=ADMIN,
+        headers=CONV,
         json={"model": "junction/auto", "messages": _conv("commit it", history)},
     )
     assert second.json()["model"] == "model-b"
@@ -107,7 +110,7 @@ def test_conversation_sticks_to_its_model_unless_the_gain_is_clear(
     gateway.register("model-c", fake_a.url, backend_model="backend-a", scores=(1, 1, 1, 1))
     fourth = gateway.client.post(
         "/v1/chat/completions",
-        headers=ADMIN,
+        headers=CONV,
         json={"model": "junction/auto", "messages": _conv("and test it", history)},
     )
     assert fourth.json()["model"] == "model-c" and fourth.headers["x-junction-sticky"] == "false"
