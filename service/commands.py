@@ -147,7 +147,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
     m = subparsers.add_parser("smollm2", help="SmolLM2 on CPU: measure its onboarding evaluations")
     msub = m.add_subparsers(dest="smollm2_command", required=True, metavar="ACTION")
-    me = msub.add_parser("measure", help="ask it MMLU-Pro test questions and score the answers")
+    me = msub.add_parser(
+        "measure", help="ask it MMLU-Pro training-split questions and score the stated answers"
+    )
     me.add_argument("--n", type=int, default=160)
     me.add_argument("--seed", type=int, default=0)
     me.add_argument("--port", type=int, default=8082)

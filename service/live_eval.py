@@ -1,8 +1,12 @@
-"""Measure a live model on MMLU-Pro test questions: the evaluations it is onboarded with.
+"""Measure a live model on MMLU-Pro training-split questions: the evaluations it is onboarded with.
 
-Each question (the same question-plus-lettered-options text Junction embeds) is asked once at
-temperature 0 with an instruction to answer with the option letter; the first standalone letter
-of the reply is compared with the gold answer. Rows follow the evaluation-log schema.
+Onboarding evaluations must not come from the questions routing is evaluated on, so they are drawn
+from the train split only (validation is left for tuning, test for evaluation). Each question (the
+same question-plus-lettered-options text Junction embeds) is asked once at temperature 0 with an
+instruction to answer with the option letter; the letter the reply states
+(``training.data.answers.extract_choice``: "answer is (X)", "Answer: X", a leading or lone option
+letter, never the article "A" or the pronoun "I") is compared with the gold answer. Rows follow
+the evaluation-log schema and keep the reply (``response``), so a better reader can re-score them.
 
 Usage::
 
@@ -19,8 +23,12 @@ from typing import Any
 
 import httpx
 
+from training.data.answers import extract_choice
+
 INSTRUCTION = "Answer the multiple-choice question with the letter of the correct option only."
-_LETTER = re.compile(r"\b([A-P])\b")
+# Splits onboarding questions may come from; test questions are for evaluating routing.
+ONBOARDING_SPLITS = ("train",)
+_OPTION = re.compile(r"^([A-P])\. ", re.MULTILINE)
 
 
 def gold_questions(shared_data: Path) -> dict[str, tuple[str, str, str]]:
@@ -38,9 +46,14 @@ def gold_questions(shared_data: Path) -> dict[str, tuple[str, str, str]]:
     }
 
 
-def extract_letter(reply: str) -> str | None:
-    m = _LETTER.search(reply.strip().upper()[:80])
-    return m.group(1) if m else None
+def options_in(query: str) -> int:
+    """How many lettered options ("A. ...") the query text lists."""
+    return len(_OPTION.findall(query))
+
+
+def score_reply(reply: str, query: str, answer: str) -> float:
+    """1.0 when the reply states the gold option letter, else 0.0."""
+    return float(extract_choice(reply, n_options=options_in(query) or None) == answer)
 
 
 def measure(url: str, model: str, *, n: int, seed: int, shared_data: Path) -> list[dict[str, Any]]:
@@ -51,9 +64,9 @@ def measure(url: str, model: str, *, n: int, seed: int, shared_data: Path) -> li
     qs = pq.read_table(
         DERIVED / "mmlu_pro" / "questions.parquet", columns=["query_id", "query", "split"]
     ).to_pylist()
-    test_ids = {q["query_id"]: q["query"] for q in qs if q["split"] == "test"}
+    pool_ids = {q["query_id"]: q["query"] for q in qs if q["split"] in ONBOARDING_SPLITS}
     gold = gold_questions(shared_data)
-    ids = sorted(i for i in test_ids if i in gold and gold[i][0].strip() == test_ids[i].strip())
+    ids = sorted(i for i in pool_ids if i in gold and gold[i][0].strip() == pool_ids[i].strip())
     random.Random(seed).shuffle(ids)
     rows: list[dict[str, Any]] = []
     with httpx.Client(timeout=120) as client:
@@ -80,7 +93,7 @@ def measure(url: str, model: str, *, n: int, seed: int, shared_data: Path) -> li
                     "query_id": qid,
                     "query": text,
                     "model": model,
-                    "score": float(extract_letter(reply) == answer),
+                    "score": score_reply(reply, text, answer),
                     "prompt_tokens": int(usage.get("prompt_tokens", 0)),
                     "completion_tokens": int(usage.get("completion_tokens", 0)),
                     "category": category,
