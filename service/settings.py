@@ -95,6 +95,14 @@ class Settings(BaseSettings):
     default_lambda: float = Field(
         default=0.0, ge=0, description="utility = p_correct - lambda * cost_usd"
     )
+    calibration_queries: str = Field(
+        default="mmlu_pro",
+        description="held-out queries the cost knob (routing.mode, routing.target_cost_per_1k_usd) "
+        "is calibrated on: a data set's validation split, or a JSONL/text file of your traffic",
+    )
+    calibration_size: int = Field(
+        default=2048, ge=16, description="calibration queries drawn (at most; seed 0)"
+    )
     stickiness_margin: float = Field(
         default=0.05, ge=0, description="utility gain needed to switch model mid-conversation"
     )

@@ -29,7 +29,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import ValidationError
 from starlette.responses import Response
 
 from service.accounting import Accounting, Reservation
@@ -52,6 +51,7 @@ from service.openai.protocol import (
     ModelCard,
     ModelList,
     RoutingOptions,
+    parse_routing,
     text_of,
 )
 from service.request_log import RequestLog, request_record
@@ -82,22 +82,8 @@ SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 def routing_from_headers(opts: RoutingOptions | None, headers: Mapping[str, str]) -> RoutingOptions:
-    """Body ``routing`` wins; ``x-junction-lambda|candidates|router`` fill what it leaves out."""
-    data: dict[str, Any] = opts.model_dump(by_alias=True, exclude_none=True) if opts else {}
-    if "lambda" not in data and headers.get("x-junction-lambda"):
-        data["lambda"] = headers["x-junction-lambda"]
-    if "candidates" not in data and headers.get("x-junction-candidates"):
-        data["candidates"] = [
-            c.strip() for c in headers["x-junction-candidates"].split(",") if c.strip()
-        ]
-    if "router" not in data and headers.get("x-junction-router"):
-        data["router"] = headers["x-junction-router"]
-    try:
-        return RoutingOptions.model_validate(data)
-    except ValidationError as exc:
-        raise InvalidRequest(
-            f"bad routing options: {exc.errors()[0]['msg']}", param="routing"
-        ) from None
+    """Body ``routing`` wins; the ``x-junction-*`` routing headers fill what it leaves out."""
+    return parse_routing(opts, headers)
 
 
 @dataclass
@@ -429,6 +415,9 @@ class OpenAIServing:
             router=prep.routing.router,
             sticky_model=sticky,
             max_completion_tokens=prep.max_tokens,
+            mode=prep.routing.mode,
+            max_cost_usd=prep.routing.max_cost_usd,
+            target_cost_per_1k_usd=prep.routing.target_cost_per_1k_usd,
         )
         try:
             decision = await self.engine.decide(q, usable=usable)

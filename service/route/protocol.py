@@ -6,18 +6,18 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from service.openai.protocol import ChatMessage
+from service.openai.protocol import ChatMessage, CostKnob
 
 
-class RouteRequest(BaseModel):
-    """``{messages | prompt, candidates?, lambda?}``; ``router`` and ``conversation_id`` optional."""
+class RouteRequest(CostKnob):
+    """``{messages | prompt, candidates?}`` plus the cost knob (one of ``lambda``, ``mode``,
+    ``target_cost_per_1k_usd``; ``max_cost_usd``), ``router`` and ``max_tokens`` optional."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     messages: list[ChatMessage] | None = Field(default=None, min_length=1)
     prompt: str | None = None
     candidates: list[str] | None = Field(default=None, min_length=1)
-    lambda_: float | None = Field(default=None, alias="lambda", ge=0)
     router: str | None = None
     max_tokens: int | None = Field(default=None, ge=1)
 
@@ -38,6 +38,12 @@ class CandidateScore(BaseModel):
 class RouteResponse(BaseModel):
     model: str
     router: str
+    lambda_: float = Field(serialization_alias="lambda", description="the lambda used")
+    calibration: dict[str, Any] = Field(
+        default_factory=dict,
+        description="how lambda was chosen (request, default, mode or target) and, when "
+        "calibrated, its predicted cost per 1,000 requests and accuracy on the held-out sample",
+    )
     candidates: list[CandidateScore]
     timings_ms: dict[str, float]
     extra: dict[str, Any] = Field(default_factory=dict, exclude=True)

@@ -7,8 +7,8 @@ import time
 from fastapi import APIRouter, Request
 
 from service.deps import ClientDep, ComponentsDep
-from service.openai.protocol import text_of
 from service.jsonbody import parse_json_object
+from service.openai.protocol import routing_options, text_of
 from service.route.protocol import CandidateScore, RouteRequest, RouteResponse
 from service.routing.engine import RouteQuery
 from service.tokens import estimate_tokens
@@ -26,7 +26,11 @@ router = APIRouter(tags=["route"])
 )
 async def route(request: Request, c: ComponentsDep, principal: ClientDep) -> RouteResponse:  # noqa: ARG001
     t0 = time.perf_counter()
-    req = RouteRequest.model_validate(parse_json_object(await request.body()))
+    body = parse_json_object(await request.body())
+    # The x-junction-* routing headers fill what the body leaves out, as on chat requests; a
+    # bad value is a 400 naming the field (the validation handler).
+    req = RouteRequest.model_validate(routing_options(body, request.headers))
+    req.check_one_lambda_source()
     if req.messages is not None:
         users = [text_of(m.content) for m in req.messages if m.role == "user"]
         text = prompt = users[-1] if users else text_of(req.messages[-1].content)
@@ -45,6 +49,9 @@ async def route(request: Request, c: ComponentsDep, principal: ClientDep) -> Rou
             lam=req.lambda_,
             router=req.router,
             max_completion_tokens=req.max_tokens,
+            mode=req.mode,
+            max_cost_usd=req.max_cost_usd,
+            target_cost_per_1k_usd=req.target_cost_per_1k_usd,
         ),
         usable=usable,
     )
@@ -53,6 +60,8 @@ async def route(request: Request, c: ComponentsDep, principal: ClientDep) -> Rou
     return RouteResponse(
         model=d.model,
         router=d.router,
+        lambda_=d.lam,
+        calibration=d.calibration,
         candidates=[
             CandidateScore(model=r.model, p_correct=r.p_correct, cost=r.cost, utility=r.utility)
             for r in d.ranked

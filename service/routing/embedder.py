@@ -100,6 +100,20 @@ class BatchingEmbedder:
         out = [r if isinstance(r, np.ndarray) else await r for r in rows]
         return np.stack(out).astype(np.float32, copy=False)
 
+    async def embed_uncached(self, texts: Sequence[str], batch: int = 64) -> Array:
+        """Rows [len(texts), D] for a bulk job (the cost knob's calibration sample): on the
+        encoder's own thread, in slices, so requests queue between slices; the LRU is left as
+        it is."""
+        loop = asyncio.get_running_loop()
+        texts = list(texts)
+        parts = [
+            await loop.run_in_executor(self._pool, self.encoder.encode, texts[i : i + batch])
+            for i in range(0, len(texts), batch)
+        ]
+        if not parts:
+            return np.zeros((0, 0), dtype=np.float32)
+        return np.concatenate([np.asarray(p, dtype=np.float32) for p in parts])
+
     async def _run(self) -> None:
         assert self._queue is not None
         queue = self._queue
