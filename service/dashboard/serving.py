@@ -419,18 +419,18 @@ def compute_frontier(
 ) -> dict[str, Any]:
     """Realised accuracy and cost per 1k requests of ``argmax p - lambda * cost`` over lambdas.
 
-    Questions: a seeded sample of the test split of the pool's data sets (held out of LOCUS and
-    router training); a model is included when its outcome is known on at least
-    ``FRONTIER_MIN_QUESTIONS`` of the questions every model before it shares.
+    Questions: the test split of the pool's data set (held out of LOCUS and router training).
+    Models are taken by how many of those questions have a known outcome for them; a model is
+    included when it shares at least ``FRONTIER_MIN_QUESTIONS`` with the models before it (so
+    the live SmolLM2, measured on 160 test questions, is on the frontier with the replay
+    models). At most ``FRONTIER_QUESTIONS`` of the shared questions, drawn with a fixed seed.
     """
     pool = c.engine.pool
     base = next((d for d in idx.datasets), None)
     if base is None:
         return {"router": scorer.name, "points": [], "models": [], "note": "no data set loaded"}
     m = base.matrix
-    test = np.flatnonzero(m.split == "test")
-    rng = np.random.default_rng(FRONTIER_SEED)
-    rows = rng.choice(test, size=min(FRONTIER_QUESTIONS, len(test)), replace=False)
+    rows = np.flatnonzero(m.split == "test")
     shas = [_sha(m.queries[i]) for i in rows]
     # Models with the most known outcomes first; each one shrinks the shared question set.
     cand = [e.name for e in pool.entries if scorer.supports(e.name)]
@@ -447,8 +447,11 @@ def compute_frontier(
     if not names:
         return {"router": scorer.name, "points": [], "models": [], "excluded": excluded}
     names.sort()
-    sel = rows[keep_rows]
-    sel_sha = [s for s, k in zip(shas, keep_rows, strict=True) if k]
+    kept = np.flatnonzero(keep_rows)
+    rng = np.random.default_rng(FRONTIER_SEED)
+    kept = np.sort(rng.choice(kept, size=min(FRONTIER_QUESTIONS, len(kept)), replace=False))
+    sel = rows[kept]
+    sel_sha = [shas[i] for i in kept]
     X = m.embeddings[sel]
     P = np.asarray(scorer.p_correct(pool, names, X), dtype=np.float64)  # [Q, M]
     S = np.array([[idx.score(n, s) for n in names] for s in sel_sha], dtype=np.float64)

@@ -256,3 +256,33 @@ def test_request_records_migration_comes_off_alone(tmp_path: Path) -> None:
             await db.dispose()
 
     asyncio.run(run())
+
+
+def test_frontier_on_held_out_data_set_questions(gateway: Gateway) -> None:
+    """Replay models of MMLU-Pro: realised accuracy from the data set's recorded outcomes."""
+    pool = {
+        "gemini-1.5-flash-002": ((1, 1, 1, 1), (0.075, 0.3)),
+        "Llama-2-7b-hf": ((1, 0, 0, 0), (0.1, 0.1)),
+        "Yi-6B": ((1, 1, 0, 0), (0.05, 0.05)),
+    }
+    for name, (scores, price) in pool.items():
+        r = gateway.register(name, None, scores=scores, price=price, dataset="mmlu_pro")
+        assert r.status_code == 201, r.text
+    f = gateway.admin("GET", "/dashboard/api/frontier").json()
+    assert f["router"] == "locus" and f["dataset"] == "mmlu_pro"
+    assert f["questions"] == 400 and f["excluded"] == []
+    singles = {m["model"]: m for m in f["models"]}
+    assert set(singles) == set(pool)
+    (now,) = [p for p in f["points"] if p["current"]]
+    assert now["lambda"] == 0.0
+    # lambda 0: the test LOCUS predicts each model's mean evaluation score, so gemini everywhere.
+    assert now["accuracy"] == pytest.approx(singles["gemini-1.5-flash-002"]["accuracy"])
+    assert now["cost_per_1k_usd"] == pytest.approx(
+        singles["gemini-1.5-flash-002"]["cost_per_1k_usd"]
+    )
+    # A huge lambda: the cheapest model everywhere.
+    last = f["points"][-1]
+    assert last["cost_per_1k_usd"] == pytest.approx(singles["Yi-6B"]["cost_per_1k_usd"])
+    costs = [p["cost_per_1k_usd"] for p in f["points"]]
+    assert costs == sorted(costs, reverse=True)
+    assert 0.0 < singles["Llama-2-7b-hf"]["accuracy"] < singles["gemini-1.5-flash-002"]["accuracy"]

@@ -20,6 +20,9 @@
   let timer = null;
   let frontierRouter = "";
 
+  function assignColours(names) {
+    names.slice().sort().forEach((n, i) => { colours[n] = PALETTE[i % PALETTE.length]; });
+  }
   function colour(name) {
     if (!(name in colours)) {
       let h = 0;
@@ -88,11 +91,15 @@
 
   function renderMap(pool) {
     if (!pool.length) return empty("map", "No models registered.");
+    // Label what matters (live backends, models with traffic) when the pool is crowded; every
+    // model keeps its name on hover.
+    const labelAll = pool.length <= 10;
     const traces = {};
     for (const m of pool) {
       const key = m.backend === "openai" ? "live backend" : "replay (data-set model)";
-      const t = traces[key] || (traces[key] = { x: [], y: [], text: [], customdata: [], marker: { size: [], color: [], line: { color: [], width: 2 } } });
-      t.x.push(m.x); t.y.push(m.y); t.text.push(m.name);
+      const t = traces[key] || (traces[key] = { x: [], y: [], text: [], hovertext: [], customdata: [], marker: { size: [], color: [], line: { color: [], width: 2 } } });
+      t.x.push(m.x); t.y.push(m.y); t.hovertext.push(m.name);
+      t.text.push(labelAll || m.requests > 0 || m.backend === "openai" ? m.name : "");
       const near = m.neighbours.map((n) => `${n.model} (${n.distance.toFixed(2)})`).join("<br>  ");
       t.customdata.push([m.input_per_mtok, m.output_per_mtok, m.health, near || "–", m.requests, m.num_evaluations]);
       t.marker.size.push(11 + Math.min(26, 4 * Math.sqrt(m.requests)));
@@ -100,10 +107,10 @@
       t.marker.line.color.push(m.health === "ok" ? "#ffffff" : "#c53030");
     }
     const data = Object.entries(traces).map(([name, t]) => ({
-      type: "scatter", mode: "markers+text", name, x: t.x, y: t.y, text: t.text, customdata: t.customdata,
+      type: "scatter", mode: "markers+text", name, x: t.x, y: t.y, text: t.text, hovertext: t.hovertext, customdata: t.customdata,
       textposition: "top center", textfont: { size: 10, color: "#4b5563" },
       marker: Object.assign({ symbol: name === "live backend" ? "diamond" : "circle", opacity: 0.9 }, t.marker),
-      hovertemplate: "<b>%{text}</b><br>price: $%{customdata[0]} / $%{customdata[1]} per M tokens (in / out)" +
+      hovertemplate: "<b>%{hovertext}</b><br>price: $%{customdata[0]} / $%{customdata[1]} per M tokens (in / out)" +
         "<br>health: %{customdata[2]}<br>requests served: %{customdata[4]}<br>evaluations: %{customdata[5]}" +
         "<br>nearest:<br>  %{customdata[3]}<extra></extra>",
     }));
@@ -111,12 +118,14 @@
   }
 
   function renderHealth(h) {
-    const rows = h.models.slice().sort((a, b) => (a.state === b.state ? a.model.localeCompare(b.model) : a.state === "ok" ? 1 : -1));
+    // Trouble first: cooling backends, then those with errors or fallbacks, then the rest.
+    const weight = (m) => (m.state !== "ok" ? 0 : Object.keys(m.upstream_errors).length || m.fell_back_from ? 1 : m.backend === "openai" ? 2 : 3);
+    const rows = h.models.slice().sort((a, b) => weight(a) - weight(b) || a.model.localeCompare(b.model));
     const errs = (e) => Object.entries(e).map(([k, v]) => `${k} ${v}`).join(", ") || "–";
     $("health").innerHTML =
-      `<p class="muted">${h.fallbacks} request(s) served after a fallback in the window.</p>` +
-      "<table><thead><tr><th>model</th><th>backend</th><th>state</th><th>errors</th><th class=num>fallback from / to</th></tr></thead><tbody>" +
-      rows.map((m) => `<tr><td>${esc(m.model)}</td><td>${esc(m.backend)}</td>` +
+      `<p class="muted">${h.fallbacks} request(s) served after a fallback in the window. Fallbacks: away from a model / to it.</p>` +
+      "<table><thead><tr><th>model</th><th>state</th><th>errors</th><th class=num>fallbacks</th></tr></thead><tbody>" +
+      rows.map((m) => `<tr title="${esc(m.backend)}${m.url ? " " + esc(m.url) : ""}"><td>${esc(m.model)}${m.backend === "openai" ? ' <span class="muted">live</span>' : ""}</td>` +
         `<td><span class="dot${m.state === "ok" ? "" : " cooling"}"></span>${esc(m.state)}${m.cooldown_left_s ? " (" + m.cooldown_left_s + " s)" : ""}</td>` +
         `<td>${esc(errs(m.upstream_errors))}</td><td class=num>${m.fell_back_from} / ${m.served_after_fallback}</td></tr>`).join("") +
       "</tbody></table>";
@@ -129,10 +138,13 @@
       empty("quality", "No traffic yet.");
       return;
     }
+    const half = (t.bucket_s * 1000) / 2;
+    const xaxis = { type: "date", range: [new Date(Date.parse(t.buckets[0]) - half).toISOString(),
+      new Date(Date.parse(t.buckets[t.buckets.length - 1]) + half).toISOString()] };
     plot("share", models.map((m) => ({
       type: "bar", name: m, x: t.buckets, y: t.models[m].requests, marker: { color: colour(m) },
       hovertemplate: "%{y} request(s) to " + esc(m) + "<extra></extra>",
-    })), { barmode: "stack", yaxis: { title: { text: `requests per ${t.bucket_s / 60} min` } } });
+    })), { barmode: "stack", xaxis, yaxis: { title: { text: `requests per ${t.bucket_s / 60} min` } } });
     const traces = [];
     for (const m of models) {
       traces.push({ type: "scatter", mode: "lines+markers", name: m + " predicted", x: t.buckets, y: t.models[m].predicted,
@@ -143,20 +155,21 @@
           hovertemplate: "%{y:.2f} on %{customdata} evaluated request(s)<extra>" + esc(m) + " realised</extra>" });
       }
     }
-    plot("quality", traces, { yaxis: { title: { text: "p(correct)" }, range: [-0.05, 1.05] } });
+    plot("quality", traces, { xaxis, yaxis: { title: { text: "p(correct)" }, range: [-0.05, 1.05] } });
   }
 
   function renderSavings(s) {
     const rows = s.per_key;
+    const label = (r) => r.prefix ? `${r.name} (${r.prefix}…)` : r.name;
     const withCost = rows.filter((r) => r.routed_cost_per_1k_usd !== null);
     if (!withCost.length) empty("savings-chart", "No routed requests in the window yet.");
     else plot("savings-chart", [
-      { type: "bar", name: "routed", x: withCost.map((r) => r.name), y: withCost.map((r) => r.routed_cost_per_1k_usd), marker: { color: "#2f6fde" } },
-      { type: "bar", name: "best single model" + (s.best_model ? ` (${s.best_model})` : ""), x: withCost.map((r) => r.name), y: withCost.map((r) => r.best_model_cost_per_1k_usd), marker: { color: "#c7cfdb" } },
+      { type: "bar", name: "routed", x: withCost.map(label), y: withCost.map((r) => r.routed_cost_per_1k_usd), marker: { color: "#2f6fde" } },
+      { type: "bar", name: "best single model" + (s.best_model ? ` (${s.best_model})` : ""), x: withCost.map(label), y: withCost.map((r) => r.best_model_cost_per_1k_usd), marker: { color: "#c7cfdb" } },
     ], { barmode: "group", yaxis: { title: { text: "USD per 1,000 requests" } } });
     const all = [Object.assign({ name: "all keys" }, s.overall), ...rows];
     $("savings-table").innerHTML = "<table><thead><tr><th>API key</th><th class=num>requests</th><th class=num>routed $/1k</th><th class=num>best $/1k</th><th class=num>saved</th><th class=num>realised q (routed / best, n)</th></tr></thead><tbody>" +
-      all.map((r) => `<tr><td>${esc(r.name)}</td><td class=num>${r.requests}</td><td class=num>${usd(r.routed_cost_per_1k_usd)}</td>` +
+      all.map((r) => `<tr><td>${esc(label(r))}</td><td class=num>${r.requests}</td><td class=num>${usd(r.routed_cost_per_1k_usd)}</td>` +
         `<td class=num>${usd(r.best_model_cost_per_1k_usd)}</td><td class=num>${r.saved_fraction === undefined ? "–" : pct(r.saved_fraction)}</td>` +
         `<td class=num>${r.requests_with_outcomes ? num(r.realised_quality_routed, 2) + " / " + num(r.realised_quality_best_model, 2) + ", " + r.requests_with_outcomes : "–"}</td></tr>`).join("") +
       "</tbody></table>";
@@ -178,7 +191,7 @@
         hovertemplate: "lambda %{customdata:.3g}<br>$%{x:.4f} / 1k, accuracy %{y:.3f}<extra></extra>" },
       { type: "scatter", mode: "markers", name: `current lambda = ${f.lambda}`, x: cur.map((p) => Math.max(p.cost_per_1k_usd, 1e-9)), y: cur.map((p) => p.accuracy),
         marker: { color: "#c53030", size: 14, symbol: "star" }, hovertemplate: "current lambda<br>$%{x:.4f} / 1k, accuracy %{y:.3f}<extra></extra>" },
-    ], { xaxis: { type: "log", title: { text: "USD per 1,000 requests (log)" } }, yaxis: { title: { text: "realised accuracy" } } });
+    ], { xaxis: { type: "log", dtick: "D2", tickprefix: "$", title: { text: "USD per 1,000 requests (log)" } }, yaxis: { title: { text: "realised accuracy" } } });
   }
 
   function renderFederation(fed) {
@@ -231,6 +244,7 @@
       ]);
       $("registry").textContent = `registry v${ov.registry_version} · ${ov.pool.length} models · lambda ${ov.lambda}`;
       $("updated").textContent = "updated " + new Date().toLocaleTimeString();
+      assignColours(ov.pool.map((m) => m.name));
       renderKpis(sv);
       renderMap(ov.pool);
       renderHealth(ov.health);

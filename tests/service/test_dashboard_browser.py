@@ -1,0 +1,133 @@
+"""The dashboard in a real headless browser: Debian's Chromium driven by Playwright.
+
+No browser is downloaded: Playwright launches the system Chromium (``apt-get install chromium``;
+``.ci/run`` installs it when missing). The page must load without console errors, sign in with
+the admin token, show every registered model on the map, register a model from an uploaded
+evaluation file and show it on the map at once; a screenshot is kept as a test artifact
+(``dashboard.png`` in the test's tmp dir, path printed).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from service.testing.fake_vllm import FakeVLLM
+from tests.service.helpers import ADMIN, ADMIN_TOKEN, Gateway
+
+pytestmark = pytest.mark.integration
+
+
+def chromium_path() -> str:
+    for candidate in (
+        os.environ.get("JUNCTION_CHROMIUM"),
+        shutil.which("chromium"),
+        shutil.which("chromium-browser"),
+        "/usr/bin/chromium",
+    ):
+        if candidate and Path(candidate).exists():
+            return candidate
+    pytest.fail(
+        "Chromium is not installed: apt-get install -y chromium (.ci/run does it)", pytrace=False
+    )
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(
+            executable_path=chromium_path(),
+            # Root in a container has no user namespace for Chromium's sandbox.
+            args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
+        )
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+def _map_models(page: Any) -> set[str]:
+    names = page.evaluate(
+        "() => (document.getElementById('map').data || []).flatMap(t => t.hovertext || [])"
+    )
+    return set(names)
+
+
+def test_dashboard_in_chromium(
+    gateway: Gateway, fake_a: FakeVLLM, browser: Any, tmp_path: Path
+) -> None:
+    for name, scores, price in (
+        ("alpha", (1, 1, 1, 0), (1.0, 2.0)),
+        ("beta", (1, 0, 0, 0), (0.1, 0.2)),
+        ("gamma", (1, 1, 0, 0), (0.5, 0.5)),
+    ):
+        r = gateway.register(
+            name, fake_a.url, scores=scores, price=price, backend_model="backend-a"
+        )
+        assert r.status_code == 201, r.text
+    for i, lam in enumerate((0.0, 1e5, 1e5, 0.0)):
+        r = gateway.client.post(
+            "/v1/chat/completions",
+            headers=ADMIN,
+            json={
+                "model": "junction/auto",
+                "messages": [{"role": "user", "content": f"q{i}"}],
+                "routing": {"lambda": lam},
+            },
+        )
+        assert r.status_code == 200, r.text
+
+    page = browser.new_page(viewport={"width": 1440, "height": 1800})
+    problems: list[str] = []
+    page.on(
+        "console",
+        lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None,
+    )
+    page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+    page.goto(gateway.url + "/dashboard")
+    # Signed out: only the login form; a wrong token is refused with a message.
+    page.fill("#token", "not-the-token")
+    page.click("#login-form button")
+    page.wait_for_selector("#login-error:has-text('not accepted')")
+    problems = [p for p in problems if "401" not in p]  # the refused call, as intended
+    page.fill("#token", ADMIN_TOKEN)
+    page.click("#login-form button")
+    page.wait_for_selector("body[data-ready='true']", timeout=30_000)
+    assert _map_models(page) == {"alpha", "beta", "gamma"}
+    share = page.evaluate("() => document.getElementById('share').data.map(t => t.name)")
+    assert set(share) == {"alpha", "beta"}
+    assert "4" in page.inner_text("#kpis")
+
+    # Register a model from an uploaded JSONL evaluation file.
+    evals = tmp_path / "delta.jsonl"
+    evals.write_text(
+        "".join(
+            json.dumps({"query": f"delta question {i}", "score": i % 2}) + "\n" for i in range(8)
+        )
+    )
+    page.fill("#register-form input[name=name]", "delta")
+    page.fill("#register-form input[name=url]", fake_a.url)
+    page.fill("#register-form input[name=model]", "backend-a")
+    page.set_input_files("#register-form input[name=file]", str(evals))
+    page.click("#register-form button[type=submit]")
+    page.wait_for_selector("#register-result.ok", timeout=30_000)
+    assert "delta registered from 8 evaluations" in page.inner_text("#register-result")
+    page.wait_for_function(
+        "() => (document.getElementById('map').data || []).some(t => (t.hovertext || []).includes('delta'))"
+    )
+    assert _map_models(page) == {"alpha", "beta", "gamma", "delta"}
+    assert gateway.c.engine.pool.get("delta") is not None
+
+    shot = tmp_path / "dashboard.png"
+    page.screenshot(path=str(shot), full_page=True)
+    assert shot.stat().st_size > 20_000
+    print(f"dashboard screenshot: {shot}")
+    assert problems == [], problems
