@@ -3,13 +3,15 @@
 No browser is downloaded: Playwright launches the system Chromium (``apt-get install chromium``;
 ``.ci/run`` installs it when missing). The page must load without console errors, sign in with
 the admin token, show every registered model on the map, register a model from an uploaded
-evaluation file and show it on the map at once; a screenshot is kept as a test artifact
-(``dashboard.png`` in the test's tmp dir, path printed).
+evaluation file and show it on the map at once, and activate an uploaded router; a screenshot is kept as a test artifact
+(``dashboard.png`` in the test's tmp dir, recorded as the test's ``screenshot`` property, and
+copied to ``$JUNCTION_TEST_ARTIFACTS`` when that is set).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 from collections.abc import Iterator
@@ -22,6 +24,7 @@ from service.testing.fake_vllm import FakeVLLM
 from tests.service.helpers import ADMIN, ADMIN_TOKEN, Gateway
 
 pytestmark = pytest.mark.integration
+log = logging.getLogger(__name__)
 
 
 def chromium_path() -> str:
@@ -62,7 +65,7 @@ def _map_models(page: Any) -> set[str]:
 
 
 def test_dashboard_in_chromium(
-    gateway: Gateway, fake_a: FakeVLLM, browser: Any, tmp_path: Path
+    gateway: Gateway, fake_a: FakeVLLM, browser: Any, tmp_path: Path, record_property: Any
 ) -> None:
     for name, scores, price in (
         ("alpha", (1, 1, 1, 0), (1.0, 2.0)),
@@ -126,8 +129,27 @@ def test_dashboard_in_chromium(
     assert _map_models(page) == {"alpha", "beta", "gamma", "delta"}
     assert gateway.c.engine.pool.get("delta") is not None
 
+    # Activate an uploaded router version from the page (the shipped MLP router's checkpoint).
+    from training.bundle import DEFAULT_BUNDLE
+
+    artifact = (Path(DEFAULT_BUNDLE) / "mlp.pt").read_bytes()
+    r = gateway.admin("POST", "/admin/routers?name=mlp-demo", content=artifact)
+    assert r.status_code == 201, r.text
+    page.reload()  # signed in still: the token is in this tab's sessionStorage
+    page.wait_for_selector("body[data-ready='true']", timeout=30_000)
+    page.click("button[data-activate='mlp-demo']")
+    page.wait_for_selector("#router-result.ok", timeout=60_000)
+    assert "mlp-demo v1 is active" in page.inner_text("#router-result")
+    page.wait_for_selector("#routers .ok:has-text('active')")
+    assert "mlp-demo" in gateway.c.engine.scorers
+
     shot = tmp_path / "dashboard.png"
     page.screenshot(path=str(shot), full_page=True)
     assert shot.stat().st_size > 20_000
-    print(f"dashboard screenshot: {shot}")
+    record_property("screenshot", str(shot))
+    log.info("dashboard screenshot: %s", shot)
+    if os.environ.get("JUNCTION_TEST_ARTIFACTS"):  # e.g. reports/ in CI, kept after the run
+        keep = Path(os.environ["JUNCTION_TEST_ARTIFACTS"])
+        keep.mkdir(parents=True, exist_ok=True)
+        shutil.copy(shot, keep / "dashboard.png")
     assert problems == [], problems
