@@ -199,8 +199,14 @@ class Catalog:
         num_evaluations: int,
         mean_prompt_tokens: float,
         mean_completion_tokens: float,
+        evidence: tuple[Array, Array] | None = None,
     ) -> bool:
-        """Register a model with a ready LOCUS embedding (the shipped pool); False if present."""
+        """Register a model with a ready LOCUS embedding (the shipped pool); False if present.
+
+        ``evidence`` (query embeddings [n, D], scores [n]): the evaluations the embedding was
+        made from, stored like a registration's so that the scorer (LOCUS-KR) can use them and a
+        new LOCUS checkpoint can re-embed the model.
+        """
         async with self.db.session() as s:
             exists = (
                 await s.execute(select(ModelRow.id).where(ModelRow.name == spec.name))
@@ -218,9 +224,24 @@ class Catalog:
                     meta={
                         "base_embedding": [float(v) for v in embedding],
                         "base_evaluations": num_evaluations,
+                        **(
+                            {"mean_score": float(np.mean(evidence[1]))}
+                            if evidence is not None and len(evidence[1])
+                            else {}
+                        ),
                     },
                 )
             )
+            if evidence is not None:
+                s.add_all(
+                    EvaluationRow(
+                        model_name=spec.name,
+                        key_id=None,
+                        embedding=to_blob(np.asarray(x, dtype=np.float32)),
+                        score=float(y),
+                    )
+                    for x, y in zip(evidence[0], evidence[1], strict=True)
+                )
             try:
                 version = await bump_version(s)
                 await s.commit()

@@ -52,6 +52,7 @@ async def seed_default_pool(c: Components) -> int:
             num_evaluations=m.num_evaluations,
             mean_prompt_tokens=m.mean_prompt_tokens,
             mean_completion_tokens=m.mean_completion_tokens,
+            evidence=bundle.evidence(m.name),
         )
     log.info("default pool: %d bundle models added (%d in the bundle)", added, len(bundle.models))
     return added

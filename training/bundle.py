@@ -7,6 +7,8 @@ Layout of ``training/artifacts/default/``::
     locus.pt      the LOCUS checkpoint that embedded the pool
     mlp.pt        the MLP router checkpoint (trained on the same pool)
     kmeans.pt     the K-means router checkpoint
+    evidence.npz  the evaluations each pool model was embedded from (shared query embeddings,
+                  float16, and a score per model), which LOCUS-KR's residual reads at serving
 
 The pool is the MMLU-Pro seen models, each embedded by LOCUS from its training-split evaluations
 and served by the replay backend (its real recorded answers), plus any live model whose measured
@@ -64,10 +66,21 @@ class Bundle:
     models: list[PoolModel]
     routers: dict[str, Path]
     meta: dict[str, Any]
+    evidence_file: str | None = None
+    _evidence: dict[str, tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]] | None = None
 
     @property
     def names(self) -> list[str]:
         return [m.name for m in self.models]
+
+    def evidence(self, name: str) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]] | None:
+        """The evaluations (query embeddings [n, D], scores [n]) a pool model was embedded from
+        and that LOCUS-KR's residual uses; None when the bundle ships none for it."""
+        if self.evidence_file is None:
+            return None
+        if self._evidence is None:
+            self._evidence = read_evidence(self.path / self.evidence_file)
+        return self._evidence.get(name)
 
     def embeddings(self) -> npt.NDArray[np.float32]:
         return np.stack([m.embedding for m in self.models]).astype(np.float32)
@@ -91,7 +104,32 @@ def load_bundle(path: str | Path = DEFAULT_BUNDLE) -> Bundle:
         models=[PoolModel.from_json(m) for m in spec["models"]],
         routers={name: folder / f for name, f in spec.get("routers", {}).items()},
         meta=dict(spec.get("meta", {})),
+        evidence_file=spec.get("evidence"),
     )
+
+
+def write_evidence(
+    path: Path, X: npt.NDArray[np.float32], names: list[str], scores: npt.NDArray[np.float32]
+) -> Path:
+    """Shared query embeddings X [n, D] (stored float16) and scores [M, n] (NaN = not evaluated)."""
+    np.savez_compressed(
+        path, X=X.astype(np.float16), names=np.asarray(names), scores=scores.astype(np.float16)
+    )
+    return path
+
+
+def read_evidence(
+    path: Path,
+) -> dict[str, tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]]:
+    with np.load(path, allow_pickle=False) as f:
+        X = f["X"].astype(np.float32)
+        names = [str(n) for n in f["names"]]
+        scores = f["scores"].astype(np.float32)
+    out = {}
+    for i, name in enumerate(names):
+        obs = ~np.isnan(scores[i])
+        out[name] = (X[obs], scores[i, obs])
+    return out
 
 
 def load_default_bundle() -> Bundle:
@@ -105,11 +143,13 @@ def write_bundle(
     models: list[PoolModel],
     routers: dict[str, str],
     meta: dict[str, Any],
+    evidence_file: str | None = None,
 ) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     spec = {
         "version": BUNDLE_VERSION,
         "locus": locus_file,
+        **({"evidence": evidence_file} if evidence_file else {}),
         "routers": routers,
         "meta": meta,
         "models": [m.to_json() for m in models],

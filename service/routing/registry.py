@@ -13,6 +13,7 @@ Usage::
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,7 +23,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.db.engine import Database
-from service.db.models import ModelRow, RegistryStateRow, from_blob
+from service.db.models import EvaluationRow, ModelRow, RegistryStateRow, from_blob
 
 Array = npt.NDArray[np.float32]
 
@@ -48,6 +49,18 @@ class PoolEntry:
     mean_completion_tokens: float
     created: int
     meta: dict[str, Any] = field(default_factory=dict)
+    # The model's own evaluations, for scorers that use them beside its embedding (LOCUS-KR):
+    # query embeddings [n, D] (float16, to keep memory small) and scores [n]; None = none stored.
+    evidence_X: npt.NDArray[np.float16] | None = field(default=None, repr=False)
+    evidence_y: Array | None = field(default=None, repr=False)
+
+    @property
+    def evidence_mean(self) -> float | None:
+        """Mean score of its evaluations (stored ones, else the mean recorded at registration)."""
+        if self.evidence_y is not None and len(self.evidence_y):
+            return float(self.evidence_y.mean())
+        v = self.meta.get("mean_score")
+        return None if v is None else float(v)
 
     def cost_usd(self, prompt_tokens: float, completion_tokens: float) -> float:
         return (
@@ -94,7 +107,47 @@ class Pool:
         return self._Z[[self._index[n] for n in names]]
 
 
-def entry_from_row(row: ModelRow) -> PoolEntry:
+# Most recent registration evaluations kept in memory per model for the scorer (LOCUS-KR).
+EVIDENCE_CAP = 1024
+# (database, model name) -> (row stamp, X, y): evaluations are read again only when the row changed.
+_EVIDENCE_CACHE: weakref.WeakKeyDictionary[
+    Database, dict[str, tuple[tuple[Any, ...], npt.NDArray[np.float16], Array]]
+] = weakref.WeakKeyDictionary()
+
+
+async def _load_evidence(
+    db: Database, s: AsyncSession, rows: list[ModelRow]
+) -> dict[str, tuple[npt.NDArray[np.float16], Array]]:
+    """Each model's newest EVIDENCE_CAP registration evaluations (key_id NULL), cached per row."""
+    cache = _EVIDENCE_CACHE.setdefault(db, {})
+    out: dict[str, tuple[npt.NDArray[np.float16], Array]] = {}
+    for row in rows:
+        stamp = (row.updated_at, row.num_evaluations, bytes(row.embedding))
+        hit = cache.get(row.name)
+        if hit is None or hit[0] != stamp:
+            evs = (
+                await s.execute(
+                    select(EvaluationRow.embedding, EvaluationRow.score)
+                    .where(EvaluationRow.model_name == row.name, EvaluationRow.key_id.is_(None))
+                    .order_by(EvaluationRow.id.desc())
+                    .limit(EVIDENCE_CAP)
+                )
+            ).all()
+            X = (
+                np.stack([from_blob(e[0]) for e in evs]).astype(np.float16)
+                if evs
+                else np.zeros((0, 0), dtype=np.float16)
+            )
+            y = np.asarray([e[1] for e in evs], dtype=np.float32)
+            hit = cache[row.name] = (stamp, X, y)
+        if len(hit[2]):
+            out[row.name] = (hit[1], hit[2])
+    return out
+
+
+def entry_from_row(
+    row: ModelRow, evidence: tuple[npt.NDArray[np.float16], Array] | None = None
+) -> PoolEntry:
     meta = dict(row.meta or {})
     return PoolEntry(
         name=row.name,
@@ -113,6 +166,8 @@ def entry_from_row(row: ModelRow) -> PoolEntry:
         mean_completion_tokens=row.mean_completion_tokens,
         created=int(row.created_at.timestamp()),
         meta=meta,
+        evidence_X=None if evidence is None else evidence[0],
+        evidence_y=None if evidence is None else evidence[1],
     )
 
 
@@ -136,5 +191,6 @@ async def bump_version(session: AsyncSession) -> int:
 async def load_pool(db: Database) -> Pool:
     async with db.session() as s:
         version = await read_version(s)
-        rows = (await s.execute(select(ModelRow).where(ModelRow.enabled.is_(True)))).scalars()
-        return Pool.build(version, [entry_from_row(r) for r in rows])
+        rows = list((await s.execute(select(ModelRow).where(ModelRow.enabled.is_(True)))).scalars())
+        evidence = await _load_evidence(db, s, rows)
+        return Pool.build(version, [entry_from_row(r, evidence.get(r.name)) for r in rows])

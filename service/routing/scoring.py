@@ -15,12 +15,15 @@ Usage::
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
-from service.routing.registry import Pool
+from service.routing.registry import Pool, PoolEntry
+
+if TYPE_CHECKING:
+    from training.routers.locus_kr import Evidence, KRParams
 
 Array = npt.NDArray[np.float32]
 
@@ -57,20 +60,70 @@ class Scorer(Protocol):
 
 
 class LocusScorer:
-    """P(correct) from LOCUS model embeddings: every registered model, no retraining."""
+    """P(correct) from LOCUS model embeddings: every registered model, no retraining.
+
+    When the checkpoint says so (``embedder.routing == {"method": "locus_kr", "params": ...}``,
+    as the shipped bundle's does), this is LOCUS-KR, exactly as ``junction eval generalization``
+    measures it (``training/routers/locus_kr.py``): LOCUS's prior plus each model's shrunk global
+    offset and kernel residual over its own stored evaluations (``PoolEntry.evidence_*``), then
+    the do-no-harm rule -- every candidate but the best-supported one (highest mean evaluation
+    score) gives up ``margin``, so a model is chosen over it only for a larger predicted gain. The
+    returned scores are those utilities' p-terms. A model without stored evaluations keeps the
+    prior. Without routing parameters (a stand-in or older checkpoint): plain LOCUS.
+    """
 
     def __init__(self, embedder: ModelEmbedder) -> None:
         self.embedder = embedder
         # "locus", or "constant" when the gateway runs without a LOCUS checkpoint
         self.name: str = getattr(embedder, "router_name", "locus")
+        routing = getattr(embedder, "routing", None) or {}
+        self.kr: KRParams | None = None
+        if routing.get("method") == "locus_kr":
+            # imported here: the training.routers package pulls in the trained routers' modules
+            from training.routers.locus_kr import KRParams
+
+            self.kr = KRParams.from_json(routing.get("params", {}))
+        # model name -> (embedding bytes, evidence array id, Evidence): built once per model
+        self._evidence: dict[str, tuple[bytes, int, Evidence]] = {}
 
     def supports(self, model: str) -> bool:  # noqa: ARG002 - every embedded model
         return True
 
+    def evidence(self, entry: PoolEntry) -> Evidence | None:
+        """The model's evaluations with LOCUS's residuals, cached until its row changes."""
+        if entry.evidence_X is None or entry.evidence_y is None or not len(entry.evidence_y):
+            return None
+        from training.routers.locus_kr import Evidence
+
+        key = (entry.embedding.tobytes(), id(entry.evidence_X))
+        hit = self._evidence.get(entry.name)
+        if hit is None or hit[:2] != key:
+            X = entry.evidence_X.astype(np.float32)
+            own = self.embedder.predict(entry.embedding[None], X)[:, 0]
+            hit = (*key, Evidence.build(X, entry.evidence_y, own))
+            self._evidence[entry.name] = hit
+        return hit[2]
+
     def p_correct(self, pool: Pool, names: list[str], X: Array) -> Array:
         if not names:
             return np.zeros((X.shape[0], 0), dtype=np.float32)
-        return np.asarray(self.embedder.predict(pool.embeddings(names), X), dtype=np.float32)
+        p = np.asarray(self.embedder.predict(pool.embeddings(names), X), dtype=np.float32)
+        if self.kr is None:
+            return p
+        from training.routers.locus_kr import kr_predict, penalise, unit
+
+        Xu = unit(X)
+        means = []
+        for col, name in enumerate(names):
+            entry = pool.get(name)
+            ev = None if entry is None else self.evidence(entry)
+            if ev is not None:
+                p[:, col] = kr_predict(ev, p[:, col], self.kr, X=Xu)
+            mean = None if entry is None else entry.evidence_mean
+            means.append(-np.inf if mean is None else mean)
+        if np.isfinite(means).any():
+            p = penalise(p, means, self.kr.margin)
+        return p
 
 
 class RouterScorer:

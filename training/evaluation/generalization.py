@@ -5,8 +5,8 @@ Protocol (everything seeded; written into ``report.json``):
 - **Leave-models-out.** The models of a data set are split into folds (every model is held out
   exactly once). For each fold, LOCUS and the MF baseline are trained on the other models only
   (train split; best-on-val checkpoint on the val split). Each held-out model is then onboarded
-  from k of its train-split evaluations (k in ``ks``, ``draws`` seeded random draws each); the
-  seen models keep all their train-split evaluations. Test-split questions are routed among the
+  from k of its train-split evaluations (k in ``ks``, ``draws`` seeded random draws each); each
+  seen model is represented by 512 of its train-split evaluations, as in the shipped bundle. Test-split questions are routed among the
   held-out models ("held" pool) and among held-out plus seen models ("all" pool).
 - **Leave-tasks-out.** Folds over tasks (MMLU-Pro categories, RouterBench tasks): LOCUS and MF
   are trained on the other tasks' train questions, every model is onboarded from k = 128 of its
@@ -54,9 +54,9 @@ from training.data import EvalMatrix, load_matrix
 from training.evaluation import metrics as mt
 from training.routers.locus_kr import (
     Evidence,
-    decide,
     global_offset,
     kernel_residual,
+    penalise,
     sorted_neighbours,
     unit,
 )
@@ -68,6 +68,8 @@ IntArray = npt.NDArray[np.int64]
 KS = (16, 32, 64, 128, 256, 512)
 K_MAX = 64  # neighbours precomputed per query (largest K of any grid below)
 COST_K = 20  # neighbours behind every method's per-query cost estimate
+# Evaluations a seen (pool) model is represented by, as in the shipped bundle (training/jobs.py).
+SEEN_EVIDENCE = 512
 
 KNN_GRID = (5, 10, 20, 50)
 RIDGE_GRID = (1.0, 3.0, 10.0, 30.0, 100.0)
@@ -331,13 +333,9 @@ def route_acc(choice: IntArray, truth: Array) -> float:
     return float(np.nan_to_num(truth[np.arange(len(choice)), choice]).mean())
 
 
-def method_choice(
-    name: str, P: Array, C: Array, means: Array, mean_costs: Array, lam: float, margin: float
-) -> IntArray:
-    if name in (METHOD, "knn_margin") or name.startswith("locus_kr") or margin > 0:
-        default = int(np.argmax(means - lam * mean_costs))
-        return decide(P, C, lam, default, margin)
-    return mt.choose(P, C, lam)
+def method_choice(P: Array, C: Array, means: Array, lam: float, margin: float) -> IntArray:
+    """argmax p - lam * cost after the do-no-harm penalty (margin 0: plain argmax)."""
+    return mt.choose(penalise(P, means, margin), C, lam)
 
 
 def apgr(s: Array, y_strong: Array, y_weak: Array, seed: int) -> dict[str, float]:
@@ -401,9 +399,12 @@ def fold_predictions(
     seen = []
     for j in fold.seen:
         i = fold.train_models.index(j)
+        # what the gateway holds for a pool model: SEEN_EVIDENCE of its evaluations (seeded)
+        rows = draw_rows(fold.train_rows[~np.isnan(m.scores[fold.train_rows, j])],
+                         SEEN_EVIDENCE, cfg.seed, hash_name(fold.name), j)  # fmt: skip
         seen.append(
-            predict_model(m, fold, j, fold.train_rows, q_rows, Xq_unit,
-                          mf_z=mf.embeddings[i], configs=configs)
+            predict_model(m, fold, j, rows, q_rows, Xq_unit, mf_z=mf.embeddings[i],
+                          configs=configs)
         )  # fmt: skip
     return FoldPreds(held, seen)
 
@@ -431,14 +432,12 @@ def validation_scores(m: EvalMatrix, fold: Fold, fp: FoldPreds) -> dict[str, flo
             cols = fold.held + (fold.seen if with_seen else [])
             T = truth[:, cols]
             means = np.array([p.mean for p in preds])
+            zero = np.zeros((len(T), len(cols)), dtype=np.float32)
             for key in _method_keys(preds):
                 P = np.stack([p.p[key] for p in preds], 1)
                 margins = MARGINS if key.split("|")[0] in ("locus_kr", "mean_kr") else (0.0,)
                 for mg in margins:
-                    if mg > 0 or key.split("|")[0] in ("locus_kr", "mean_kr"):
-                        ch = decide(P, np.zeros_like(P), 0.0, int(np.argmax(means)), mg)
-                    else:
-                        ch = P.argmax(1)
+                    ch = method_choice(P, zero, means, 0.0, mg)
                     sums.setdefault(f"{key}@{mg}", []).append(route_acc(ch, T))
             del pool
     return {k: float(np.mean(v)) for k, v in sums.items()}
@@ -513,7 +512,6 @@ def test_metrics(
             cols = fold.held + (fold.seen if with_seen else [])
             T, Cq = truth[:, cols], tcost[:, cols]
             means = np.array([p.mean for p in preds])
-            mcost = np.array([p.mean_cost for p in preds])
             C = np.stack([p.cost for p in preds], 1)
             lo, hi = mt.pool_cost_range(Cq)
             singles_c = np.nanmean(Cq, 0)
@@ -529,9 +527,9 @@ def test_metrics(
             }
             for name, (key, mg) in methods.items():
                 P = np.stack([p.p[key] for p in preds], 1)
-                ch0 = method_choice(name, P, np.zeros_like(P), means, mcost, 0.0, mg)
+                ch0 = method_choice(P, np.zeros_like(P), means, 0.0, mg)
                 pts = [
-                    mt.realised(method_choice(name, P, C, means, mcost, float(lam), mg), T, Cq)
+                    mt.realised(method_choice(P, C, means, float(lam), mg), T, Cq)
                     for lam in mt.LAMBDAS
                 ]
                 fa, fc = np.array([a for a, _ in pts]), np.array([c for _, c in pts])
@@ -613,6 +611,8 @@ def run_generalization(cfg: GenConfig) -> dict[str, Any]:
                     "results": test_metrics(m, fold, fp, chosen, cfg.seed),
                 }
             res["kinds"][kind] = aggregate(res["folds"], kind)
+            # one choice over every fold's validation questions: what the shipped bundle uses
+            res.setdefault("chosen_all", {})[kind] = select_configs(val, "")
         report["datasets"][ds] = res
     report["seconds"] = time.time() - t0
     figures = collect_figures(report)

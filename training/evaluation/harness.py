@@ -276,9 +276,45 @@ def _locus_configs(cfg: EvalConfig) -> tuple[Any, Any]:
     return locus, mf
 
 
-def _shipped_checkpoint(dataset: str) -> Path | None:
-    path = Path(__file__).resolve().parents[1] / "locus" / "artifacts" / f"locus_{dataset}.pt"
-    return path if path.exists() else None
+def _shipped_bundle(dataset: str) -> Path | None:
+    """The shipped default bundle when it was built on this data set (what the gateway serves)."""
+    from training.bundle import DEFAULT_BUNDLE
+
+    spec = DEFAULT_BUNDLE / "bundle.json"
+    if not spec.exists() or json.loads(spec.read_text()).get("meta", {}).get("dataset") != dataset:
+        return None
+    return DEFAULT_BUNDLE
+
+
+def _served_method(
+    locus: Any, bundle_dir: Path | None, prep: Prepared
+) -> Callable[[Array], Array] | None:
+    """LOCUS-KR as the gateway serves the shipped pool: the bundle's embeddings, evidence and
+    parameters (training/routers/locus_kr.py); None without a bundle that carries them."""
+    if bundle_dir is None or locus.routing.get("method") != "locus_kr":
+        return None
+    from training.bundle import load_bundle
+    from training.routers.locus_kr import Evidence, KRParams, kr_predict, penalise, unit
+
+    bundle = load_bundle(bundle_dir)
+    if bundle.names != prep.seen:
+        return None
+    params = KRParams.from_json(locus.routing["params"])
+    Zb = bundle.embeddings()
+    evs = []
+    for i, name in enumerate(bundle.names):
+        ev = bundle.evidence(name)
+        if ev is None:
+            return None
+        evs.append(Evidence.build(ev[0], ev[1], locus.predict(Zb[i : i + 1], ev[0])[:, 0]))
+
+    def predict(X: Array) -> Array:
+        prior = locus.predict(Zb, X)
+        Xu = unit(X)
+        p = np.stack([kr_predict(e, prior[:, i], params, X=Xu) for i, e in enumerate(evs)], 1)
+        return penalise(p, [e.mean for e in evs], params.margin)
+
+    return predict
 
 
 def run_eval(cfg: EvalConfig) -> dict[str, Any]:
@@ -316,8 +352,11 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
     # --- train or load the methods -------------------------------------------------------------
     t = time.time()
     ckpt = Path(cfg.locus_checkpoint) if cfg.locus_checkpoint else None
-    if ckpt is None and not cfg.quick and not Path(str(cfg.dataset)).suffix:
-        ckpt = _shipped_checkpoint(str(cfg.dataset))
+    # `make report`: the shipped bundle's LOCUS and routers are evaluated, not retrained.
+    bundle_dir = None
+    if ckpt is None and not cfg.quick and not cfg.held_out and not Path(str(cfg.dataset)).suffix:
+        bundle_dir = _shipped_bundle(str(cfg.dataset))
+        ckpt = None if bundle_dir is None else bundle_dir / "locus.pt"
     if ckpt is not None:
         log.info("LOCUS: using checkpoint %s", ckpt)
         locus = LocusEmbedder.from_checkpoint(ckpt)
@@ -334,14 +373,21 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
 
     routers: dict[str, Any] = {}
     t = time.time()
-    mlp_cfg = MLPConfig(epochs=2 if cfg.quick else 8, hidden=32 if cfg.quick else 256)
-    routers["mlp"] = train_mlp_router(tr, mlp_cfg, val=va, progress=True)
-    timings["mlp_train_s"] = time.time() - t
-    t = time.time()
-    routers["kmeans"] = train_kmeans_router(
-        tr, KMeansConfig(k=min(30, max(2, tr.num_queries // 20)))
-    )
-    timings["kmeans_train_s"] = time.time() - t
+    if bundle_dir is not None and (bundle_dir / "mlp.pt").exists():
+        from training.routers import load_router
+
+        log.info("routers: the shipped bundle's (%s)", bundle_dir)
+        routers["mlp"] = load_router(bundle_dir / "mlp.pt")
+        routers["kmeans"] = load_router(bundle_dir / "kmeans.pt")
+    else:
+        mlp_cfg = MLPConfig(epochs=2 if cfg.quick else 8, hidden=32 if cfg.quick else 256)
+        routers["mlp"] = train_mlp_router(tr, mlp_cfg, val=va, progress=True)
+        timings["mlp_train_s"] = time.time() - t
+        t = time.time()
+        routers["kmeans"] = train_kmeans_router(
+            tr, KMeansConfig(k=min(30, max(2, tr.num_queries // 20)))
+        )
+        timings["kmeans_train_s"] = time.time() - t
     routers["knn"] = KNNRouter(tr, k=min(cfg.knn_k, tr.num_queries))
     routers["constant"] = ConstantRouter(tr)
     routers["best_single"] = BestSingleRouter(tr)
@@ -351,17 +397,21 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
     # of the MLP router: realised cost is dominated by the completion's length, which varies per
     # query, and a prompt-length cost model (kept in the report as "locus_prompt_cost") misses it.
     cost_te_learned = routers["mlp"].predict(te.embeddings).cost_usd
+    served = _served_method(locus, bundle_dir, prep)
     methods: dict[str, MethodOutput] = {
         "locus": MethodOutput(locus.predict(Z, te.embeddings), cost_te_learned),
         "locus_prompt_cost": MethodOutput(locus.predict(Z, te.embeddings), cost_te),
         "mf": MethodOutput(mf.predict(te.embeddings), cost_te_learned),
     }
+    if served is not None:
+        methods["locus_kr"] = MethodOutput(served(te.embeddings), cost_te_learned)
     cost_va = routers["mlp"].predict(va.embeddings).cost_usd
     val_p: dict[str, Array] = {
         "locus": locus.predict(Z, va.embeddings),
         "locus_prompt_cost": locus.predict(Z, va.embeddings),
         "mf": mf.predict(va.embeddings),
         **{n: r.predict(va.embeddings).p_correct for n, r in routers.items()},
+        **({"locus_kr": served(va.embeddings)} if served is not None else {}),
     }
     for name, r in routers.items():
         o = r.predict(te.embeddings)

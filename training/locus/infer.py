@@ -1,6 +1,7 @@
 """Inference with a trained LOCUS model: embed a model from its evaluations, score queries.
 
-Checkpoints describe themselves: ``{"kind": "locus", "config", "state_dict", "step", "metrics"}``;
+Checkpoints describe themselves: ``{"kind": "locus", "config", "state_dict", "step", "metrics",
+"routing"}`` (``routing``: the routing method and parameters the gateway uses with it);
 :meth:`LocusEmbedder.from_checkpoint` rebuilds the :class:`LocusConfig` first, then the one
 :class:`LocusModel` class that training also uses.
 
@@ -77,10 +78,14 @@ class LocusEmbedder:
         *,
         step: int = 0,
         metrics: dict[str, float] | None = None,
+        routing: dict[str, Any] | None = None,
     ) -> None:
         self.model = model.eval()
         self.step = step
         self.metrics = dict(metrics or {})
+        # How the gateway routes with this checkpoint, e.g. {"method": "locus_kr", "params":
+        # {...}} (training/routers/locus_kr.py); empty = plain LOCUS predictions.
+        self.routing = dict(routing or {})
 
     @property
     def config(self) -> LocusConfig:
@@ -98,7 +103,12 @@ class LocusEmbedder:
         cfg = LocusConfig(**ckpt["config"])
         model = LocusModel(cfg)
         model.load_state_dict(ckpt["state_dict"])
-        return cls(model, step=int(ckpt["step"]), metrics=dict(ckpt["metrics"]))
+        return cls(
+            model,
+            step=int(ckpt["step"]),
+            metrics=dict(ckpt["metrics"]),
+            routing=dict(ckpt.get("routing") or {}),
+        )
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
@@ -110,6 +120,7 @@ class LocusEmbedder:
                 "state_dict": self.model.state_dict(),
                 "step": self.step,
                 "metrics": self.metrics,
+                "routing": self.routing,
             },
             path,
         )

@@ -12,8 +12,9 @@ m with evaluations (x_i, y_i), i = 1..n, and a query x:
    neighbours the sum is small against alpha and the prediction falls back to the prior;
 4. p_m(x) = clip(q_m(x) + g_m + r_m(x), 0.01, 0.99).
 
-The decision (:func:`decide`) stays with the default model -- the best-supported one, whose
-evaluations score highest -- unless another model's utility is higher by ``margin``. With a large
+The decision (:func:`penalise`, then argmax of p - lambda * cost) stays with the default model --
+the best-supported one, whose evaluations score highest -- unless another model's utility is
+higher by ``margin``. With a large
 margin this is exactly the best-average pick; the margin and (K, beta, alpha, alpha_g) are chosen on
 leave-models-out validation folds (``training/evaluation/generalization.py``).
 
@@ -156,6 +157,20 @@ def decide(p: Array, cost: Array, lam: float, default: int, margin: float) -> np
     rows = np.arange(len(best))
     keep = util[rows, best] <= util[:, default] + margin
     return np.where(keep, default, best).astype(np.int64)
+
+
+def penalise(p: Array, means: npt.ArrayLike, margin: float) -> Array:
+    """The do-no-harm rule as scores: every model but the default (best evidence mean) loses
+    ``margin``, so argmax_m p - lam * cost leaves the default only for a gain above the margin.
+
+    This is what the gateway's scorer returns and what the benchmark routes with, at every lambda.
+    """
+    if margin <= 0 or p.shape[1] == 0:
+        return p
+    out = np.asarray(p, dtype=np.float32) - np.float32(margin)
+    d = default_model(means)
+    out[:, d] += np.float32(margin)
+    return out
 
 
 def default_model(means: npt.ArrayLike) -> int:

@@ -1,0 +1,112 @@
+"""The gateway's scorer computes LOCUS-KR exactly as the benchmark does, from stored evaluations."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import torch
+
+from service.catalog import ModelSpec
+from service.routing.registry import Backend, Pool, PoolEntry
+from service.routing.scoring import LocusScorer
+from tests.service.helpers import make_settings, run_gateway
+from training.locus import LocusConfig, LocusEmbedder
+from training.locus.model import LocusModel
+from training.routers.locus_kr import Evidence, KRParams, kr_predict, penalise, unit
+
+PARAMS = KRParams(k=10, beta=10.0, alpha=0.1, alpha_g=20.0, margin=0.0)
+
+
+def _embedder(routing: dict[str, object]) -> LocusEmbedder:
+    torch.manual_seed(0)
+    cfg = LocusConfig(d_model=16, num_latents=4, num_heads=2, predictor_hidden=16)
+    return LocusEmbedder(LocusModel(cfg), routing=routing)
+
+
+def _clusters(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Two tight clusters of query embeddings around two random directions."""
+    centres = unit(rng.normal(size=(2, 384)).astype(np.float32))
+    X = np.concatenate([centres[0] + 0.05 * rng.normal(size=(40, 384)),
+                        centres[1] + 0.05 * rng.normal(size=(40, 384))])  # fmt: skip
+    return unit(X.astype(np.float32)), centres
+
+
+def _pool(emb: LocusEmbedder, X: np.ndarray, y_a: np.ndarray, y_b: np.ndarray) -> Pool:
+    entries = []
+    for name, y in (("a", y_a), ("b", y_b)):
+        entries.append(
+            PoolEntry(
+                name=name, backend=Backend(kind="replay"), input_per_mtok=1.0,
+                output_per_mtok=1.0, embedding=emb.embed(X, y), num_evaluations=len(y),
+                mean_prompt_tokens=0.0, mean_completion_tokens=0.0, created=0,
+                evidence_X=X.astype(np.float16), evidence_y=y.astype(np.float32),
+            )
+        )  # fmt: skip
+    return Pool.build(1, entries)
+
+
+def test_scorer_is_the_benchmarks_locus_kr_and_follows_each_models_evidence() -> None:
+    rng = np.random.default_rng(0)
+    X, centres = _clusters(rng)
+    y_a = np.r_[np.ones(40), np.zeros(40)].astype(np.float32)  # a: right on cluster 0 only
+    y_b = np.r_[np.zeros(40), np.ones(40)].astype(np.float32)  # b: right on cluster 1 only
+    plain = LocusScorer(_embedder({}))
+    emb = _embedder({"method": "locus_kr", "params": PARAMS.to_json()})
+    scorer = LocusScorer(emb)
+    pool = _pool(emb, X, y_a, y_b)
+    p_plain = plain.p_correct(pool, ["a", "b"], centres)
+    assert np.allclose(p_plain, emb.predict(pool.embeddings(["a", "b"]), centres))
+    p = scorer.p_correct(pool, ["a", "b"], centres)
+    assert p[0, 0] > p[0, 1] and p[1, 1] > p[1, 0]  # each model wins where its evidence is right
+    # the same numbers as the training-side functions the benchmark calls
+    prior = emb.predict(pool.embeddings(["a", "b"]), centres)
+    want = np.stack(
+        [
+            kr_predict(
+                Evidence.build(X, y, emb.predict(pool.embeddings([n]), X)[:, 0]), prior[:, i],
+                PARAMS, X=centres,
+            )
+            for i, (n, y) in enumerate((("a", y_a), ("b", y_b)))
+        ],
+        1,
+    )  # fmt: skip
+    assert np.allclose(p, penalise(want, [y_a.mean(), y_b.mean()], PARAMS.margin), atol=1e-5)
+
+
+def test_a_large_margin_keeps_the_best_supported_model() -> None:
+    rng = np.random.default_rng(1)
+    X, centres = _clusters(rng)
+    y_a = np.r_[np.ones(40), np.ones(20), np.zeros(20)].astype(np.float32)  # mean 0.75
+    y_b = np.r_[np.zeros(40), np.ones(40)].astype(np.float32)  # mean 0.5, better on cluster 1
+    params = KRParams(k=10, beta=10.0, alpha=0.1, alpha_g=20.0, margin=1.0)
+    emb = _embedder({"method": "locus_kr", "params": params.to_json()})
+    p = LocusScorer(emb).p_correct(_pool(emb, X, y_a, y_b), ["a", "b"], centres)
+    assert (p.argmax(1) == 0).all()
+
+
+def test_registered_and_shipped_models_carry_their_evaluations_into_the_pool(
+    tmp_path, fake_a
+) -> None:
+    with run_gateway(make_settings(tmp_path)) as gw:
+        assert gw.register("reg", fake_a.url, scores=(1, 0, 1, 1)).status_code == 201
+        X = unit(np.random.default_rng(2).normal(size=(6, 384)).astype(np.float32))
+        y = np.array([1, 1, 0, 1, 0, 1], dtype=np.float32)
+        spec = ModelSpec("shipped", "openai", fake_a.url, "backend-a", None, 1.0, 1.0)
+        fut = asyncio.run_coroutine_threadsafe(
+            gw.c.catalog.register_embedded(
+                spec, embedding=np.array([0.5], np.float32), num_evaluations=6,
+                mean_prompt_tokens=0, mean_completion_tokens=0, evidence=(X, y),
+            ),
+            gw.server_loop(),
+        )  # fmt: skip
+        assert fut.result(10) is True
+        pool = gw.c.engine.pool
+        reg, shipped = pool.get("reg"), pool.get("shipped")
+        assert reg is not None and shipped is not None
+        assert reg.evidence_y is not None and sorted(reg.evidence_y.tolist()) == [0, 1, 1, 1]
+        assert shipped.evidence_X is not None and shipped.evidence_X.shape == (6, 384)
+        # newest first: the rows come back in reverse insertion order
+        assert np.allclose(shipped.evidence_X.astype(np.float32), X[::-1], atol=1e-3)
+        assert shipped.evidence_y.tolist() == y[::-1].tolist()
+        assert shipped.evidence_mean == float(y.mean())
