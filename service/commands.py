@@ -108,6 +108,18 @@ def _measure(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_routing(args: argparse.Namespace) -> int:
+    import asyncio
+    import json
+
+    from service.routing_report import run
+
+    parts = tuple(p.strip() for p in args.parts.split(",") if p.strip())
+    report = asyncio.run(run(Path(args.out), parts=parts, encoder_backend=args.encoder or None))
+    sys.stdout.write(json.dumps(report, indent=1) + "\n")
+    return 0
+
+
 def _bench(args: argparse.Namespace) -> int:
     from service.bench import BenchConfig, format_report, run_gateway_bench
 
@@ -171,3 +183,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     b.add_argument("--encoder", default="onnx", choices=["torch", "onnx"])
     b.add_argument("--out", default="", help="write the JSON report here")
     b.set_defaults(handler=_bench)
+
+    r = bench_subparsers(subparsers).add_parser(
+        "routing",
+        help="on the shipped bundle: cost-knob targets met on test questions, fp32 vs int8 "
+        "routing agreement, /v1/route decision latency",
+    )
+    r.add_argument("--out", default="reports/routing")
+    r.add_argument("--parts", default="cost,agreement,latency")
+    r.add_argument("--encoder", default="", help="torch or onnx (default: the gateway's default)")
+    r.set_defaults(handler=_bench_routing)
