@@ -42,6 +42,8 @@ from service.routing.registry import Pool, PoolEntry
 if TYPE_CHECKING:
     from service.app import Components
 
+# The figures cover the newest MAX_RECORDS requests of the window; "capped" says when there
+# were more (the page reads them twice per refresh, so this bounds its cost to the gateway).
 MAX_RECORDS = 20_000
 NEIGHBOURS = 3
 FRONTIER_QUESTIONS = 400
@@ -183,6 +185,7 @@ class DashboardData:
             )
         return {
             "window_hours": w.hours,
+            "capped": len(records) >= MAX_RECORDS,
             "since": _iso(w.since),
             "best_model": best,
             "best_model_rule": "highest mean predicted p_correct over the same routed requests; "
@@ -204,6 +207,7 @@ class DashboardData:
             "generated_at": _iso(datetime.now(UTC)),
             "registry_version": pool.version,
             "window_hours": w.hours,
+            "capped": len(records) >= MAX_RECORDS,
             "lambda": c.settings.default_lambda,
             "pool": await asyncio.to_thread(self._pool_map, c, served),
             "routers": await self._routers(c),

@@ -142,7 +142,7 @@
     const xaxis = { type: "date", range: [new Date(Date.parse(t.buckets[0]) - half).toISOString(),
       new Date(Date.parse(t.buckets[t.buckets.length - 1]) + half).toISOString()] };
     plot("share", models.map((m) => ({
-      type: "bar", name: m, x: t.buckets, y: t.models[m].requests, marker: { color: colour(m) },
+      type: "bar", name: m, x: t.buckets, y: t.models[m].requests, marker: { color: colour(m) }, width: t.bucket_s * 1000 * 0.8,
       hovertemplate: "%{y} request(s) to " + esc(m) + "<extra></extra>",
     })), { barmode: "stack", xaxis, yaxis: { title: { text: `requests per ${t.bucket_s / 60} min` } } });
     const traces = [];
