@@ -47,5 +47,18 @@ async def admin_principal(
     return comps.auth.admin(bearer_token(authorization))
 
 
+async def admitted_client(
+    request: Request,
+    authorization: Annotated[str | None, Header()] = None,
+    x_api_key: Annotated[str | None, Header()] = None,
+) -> Principal:
+    """``client_principal`` plus the key's request rate, checked before the body is read: a
+    rate-limited key is refused without parsing a byte of it."""
+    principal = await client_principal(request, authorization, x_api_key)
+    await request.app.state.components.accounting.admit_request(principal)
+    return principal
+
+
 ClientDep = Annotated[Principal, Depends(client_principal)]
+AdmittedClientDep = Annotated[Principal, Depends(admitted_client)]
 AdminDep = Annotated[Principal, Depends(admin_principal)]

@@ -24,7 +24,7 @@ from service.accounting import WINDOW_S
 from service.auth import Principal
 from service.catalog import EvalInput
 from service.db.models import EvaluationBatchRow, EvaluationRow, ModelRow, to_blob
-from service.deps import ClientDep, ComponentsDep
+from service.deps import AdmittedClientDep, ClientDep, ComponentsDep
 from service.errors import Conflict, NotFound, RateLimited, UnprocessableEntity
 from service.evaluations.protocol import (
     BatchAck,
@@ -71,7 +71,6 @@ async def _admit_rows(c: Components, principal: Principal, rows: int) -> None:
             f"{rows} rows in one post; at most {cap} (split the log into several posts)",
             param="rows",
         )
-    await c.accounting.admit(principal, worst_cost_usd=0.0)
     if principal.key_id is None:
         return
     per_min = c.settings.evaluations_rows_per_minute
@@ -88,7 +87,7 @@ async def _admit_rows(c: Components, principal: Principal, rows: int) -> None:
 async def post_evaluations(
     request: Request,
     c: ComponentsDep,
-    principal: ClientDep,
+    principal: AdmittedClientDep,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> Response:
     if not idempotency_key:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from service.deps import ClientDep, ComponentsDep
+from service.deps import AdmittedClientDep, ClientDep, ComponentsDep
 from service.openai.protocol import ChatCompletionRequest, CompletionRequest, ModelList
 
 router = APIRouter(tags=["openai"])
@@ -25,7 +25,9 @@ _CHAT_DOC = {
 
 @router.post("/v1/chat/completions", openapi_extra=_CHAT_DOC)
 @router.post("/chat/completions", include_in_schema=False)
-async def chat_completions(request: Request, c: ComponentsDep, principal: ClientDep) -> Response:
+async def chat_completions(
+    request: Request, c: ComponentsDep, principal: AdmittedClientDep
+) -> Response:
     """OpenAI chat completions; ``model: "junction/auto"`` routes, a model name bypasses."""
     raw = await request.body()
     return await c.openai.create(raw, request.headers, principal, kind="chat")
@@ -33,7 +35,7 @@ async def chat_completions(request: Request, c: ComponentsDep, principal: Client
 
 @router.post("/v1/completions")
 @router.post("/completions", include_in_schema=False)
-async def completions(request: Request, c: ComponentsDep, principal: ClientDep) -> Response:
+async def completions(request: Request, c: ComponentsDep, principal: AdmittedClientDep) -> Response:
     """OpenAI (legacy) text completions, routed the same way."""
     _ = CompletionRequest  # the schema the body is validated against
     raw = await request.body()

@@ -267,7 +267,13 @@ class OpenAIServing:
             # The prompt estimate (4 chars a token) misses chat-template tokens: reserve generously.
             prompt_worst = 2 * prep.prompt_tokens_est + 8 * len(prep.message_texts)
             worst = max((e.cost_usd(prompt_worst, completion) for e in entries), default=0.0)
-            reservation = await self.accounting.admit(principal, worst_cost_usd=worst)
+            # Tokens per minute are reserved as OpenAI counts them: the prompt estimate plus
+            # the completion the client allows; settled with the real usage.
+            reservation = await self.accounting.admit(
+                principal,
+                worst_cost_usd=worst,
+                tokens=prep.prompt_tokens_est + (prep.max_tokens or 0),
+            )
         except BaseException:
             await self._settle_budget(prep, used=0, turn=False)
             raise
@@ -701,6 +707,9 @@ class OpenAIServing:
             task = asyncio.create_task(self._record_stream(prep, s, reservation, u, list(texts)))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+        # Spend is on disk before [DONE] reaches the client (shielded: a client that leaves now
+        # does not cancel the write).
+        await asyncio.shield(task)
         if not failed and prep.include_usage:
             final = await self._usage(prep, usage, texts)
             chunk = {

@@ -6,7 +6,7 @@ import time
 
 from fastapi import APIRouter, Request
 
-from service.deps import ClientDep, ComponentsDep
+from service.deps import AdmittedClientDep, ComponentsDep
 from service.jsonbody import parse_json_object
 from service.openai.protocol import routing_options, text_of
 from service.route.protocol import CandidateScore, RouteRequest, RouteResponse
@@ -24,7 +24,7 @@ router = APIRouter(tags=["route"])
         }
     },
 )
-async def route(request: Request, c: ComponentsDep, principal: ClientDep) -> RouteResponse:  # noqa: ARG001
+async def route(request: Request, c: ComponentsDep, principal: AdmittedClientDep) -> RouteResponse:  # noqa: ARG001
     t0 = time.perf_counter()
     body = parse_json_object(await request.body())
     # The x-junction-* routing headers fill what the body leaves out, as on chat requests; a
