@@ -286,3 +286,20 @@ def test_frontier_on_held_out_data_set_questions(gateway: Gateway) -> None:
     costs = [p["cost_per_1k_usd"] for p in f["points"]]
     assert costs == sorted(costs, reverse=True)
     assert 0.0 < singles["Llama-2-7b-hf"]["accuracy"] < singles["gemini-1.5-flash-002"]["accuracy"]
+
+
+@pytest.mark.integration
+def test_records_and_savings_on_postgres(tmp_path: Path, postgres_url: str, fake_a) -> None:
+    from tests.service.helpers import make_settings, run_gateway
+
+    with run_gateway(make_settings(tmp_path, database_url=postgres_url)) as gw:
+        _pool(gw, fake_a)
+        costs = [
+            float(_chat(gw, f"pg {i}", routing={"lambda": lam})["x-junction-cost-usd"])
+            for i, lam in enumerate((0.0, 1e5, 1e5))
+        ]
+        s = gw.admin("GET", "/dashboard/api/savings").json()
+        assert s["best_model"] == "alpha" and s["overall"]["routed_requests"] == 3
+        assert s["overall"]["routed_cost_per_1k_usd"] == pytest.approx(1000 * sum(costs) / 3)
+        ov = gw.admin("GET", "/dashboard/api/overview").json()
+        assert sum(sum(m["requests"]) for m in ov["traffic"]["models"].values()) == 3
