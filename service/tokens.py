@@ -28,5 +28,35 @@ def count_tokens(texts: Sequence[str]) -> list[int]:
         return [estimate_tokens(t) for t in texts]
 
 
+def truncate_to_tokens(text: str, limit: int) -> tuple[str, int]:
+    """The longest prefix of ``text`` within ``limit`` tokens, and its token count.
+
+    What the gateway delivers when a backend ignores ``max_tokens`` (and what the replay backend
+    returns under one): the text is cut at a token boundary of SmolLM2's tokenizer, so the prefix
+    is exactly the first ``limit`` tokens (fewer if the text is shorter)."""
+    limit = max(0, int(limit))
+    try:
+        from training.data.tokens import smollm2_tokenizer
+
+        enc = smollm2_tokenizer().encode(text, add_special_tokens=False)
+    except (ImportError, RuntimeError):  # no tokenizer: cut by the 4-characters estimate
+        n = estimate_tokens(text) if text else 0
+        if n <= limit:
+            return text, n
+        return text[: 4 * limit], limit
+    if len(enc.ids) <= limit:
+        return text, len(enc.ids)
+    # A character split over two tokens can make a prefix count differently: step back until
+    # the recount fits.
+    k = limit
+    while k > 0:
+        prefix = text[: enc.offsets[k - 1][1]]
+        n = count_tokens([prefix])[0]
+        if n <= limit:
+            return prefix, n
+        k -= 1
+    return "", 0
+
+
 def count_prompt_tokens(message_texts: Sequence[str]) -> int:
     return sum(count_tokens(message_texts)) + _PER_MESSAGE * len(message_texts)

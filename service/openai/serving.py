@@ -59,7 +59,12 @@ from service.routing.engine import Decision, RouteQuery, RoutingEngine
 from service.routing.registry import PoolEntry
 from service.settings import Settings
 from service.state import BudgetGrant, BudgetLedger, BudgetLedgerStore, StateStore
-from service.tokens import count_prompt_tokens, count_tokens, estimate_tokens
+from service.tokens import (
+    count_prompt_tokens,
+    count_tokens,
+    estimate_tokens,
+    truncate_to_tokens,
+)
 from service.upstream.client import (
     DONE,
     UpstreamClient,
@@ -544,10 +549,20 @@ class OpenAIServing:
                 raise UpstreamFailure("status", "no recorded answer", status=404)
             ptoks = prep.prompt_tokens_est
             if prep.stream:
-                s = self.replay.stream(entry, answer, chat=prep.kind == "chat", prompt_tokens=ptoks)
+                s = self.replay.stream(
+                    entry,
+                    answer,
+                    chat=prep.kind == "chat",
+                    prompt_tokens=ptoks,
+                    max_tokens=prep.max_tokens,
+                )
                 return Served(entry, decision, 0, t_up, stream=s)
             body = self.replay.complete(
-                entry, answer, chat=prep.kind == "chat", prompt_tokens=ptoks
+                entry,
+                answer,
+                chat=prep.kind == "chat",
+                prompt_tokens=ptoks,
+                max_tokens=prep.max_tokens,
             )
             return Served(entry, decision, 0, t_up, body=body)
         payload = self._payload(prep, entry)
@@ -613,6 +628,8 @@ class OpenAIServing:
             else:
                 texts.append(str(ch.get("text") or ""))
         usage = await self._usage(prep, body.get("usage"), texts)
+        if prep.max_tokens is not None and usage["completion_tokens"] > prep.max_tokens:
+            usage = await asyncio.to_thread(self._cut_json, prep, body, usage)
         body["usage"] = usage
         body["model"] = s.entry.name
         cost = s.entry.cost_usd(usage["prompt_tokens"], usage["completion_tokens"])
@@ -625,6 +642,35 @@ class OpenAIServing:
             "tokens": int(s.conv_state.get("tokens", 0)) + usage["total_tokens"],
         }
         return JSONResponse(body, headers=self._headers(prep, s, cost, overhead_ms))
+
+    def _cut_json(
+        self, prep: Prepared, body: dict[str, Any], usage: dict[str, int]
+    ) -> dict[str, int]:
+        """A backend that ignored ``max_tokens``: each choice cut to ``max_tokens`` tokens (the
+        gateway's tokenizer), ``finish_reason: "length"``; the usage becomes what is delivered."""
+        assert prep.max_tokens is not None
+        delivered = 0
+        for ch in body.get("choices") or []:
+            msg = ch.get("message") if prep.kind == "chat" else None
+            text = str((msg or {}).get("content") or "") if prep.kind == "chat" else ch.get("text")
+            kept, n = truncate_to_tokens(str(text or ""), prep.max_tokens)
+            delivered += n
+            if kept != text:
+                if isinstance(msg, dict):
+                    msg["content"] = kept
+                else:
+                    ch["text"] = kept
+                ch["finish_reason"] = "length"
+                prep.truncated = True
+        log.warning(
+            "%s sent %d completion tokens for max_tokens %d: cut to %d",
+            prep.model,
+            usage["completion_tokens"],
+            prep.max_tokens,
+            delivered,
+        )
+        p = usage["prompt_tokens"]
+        return {**usage, "completion_tokens": delivered, "total_tokens": p + delivered}
 
     def _finish_stream(self, prep: Prepared, s: Served, reservation: Reservation) -> Response:
         assert s.stream is not None
@@ -653,6 +699,7 @@ class OpenAIServing:
         meta: dict[str, Any] = {"id": "chatcmpl-" + prep.request_id, "created": int(time.time())}
         obj_name = "chat.completion.chunk" if prep.kind == "chat" else "text_completion"
         failed = False
+        cap = _StreamCap(prep.max_tokens)
         try:
             async for data in s.stream:
                 if data == DONE:
@@ -685,6 +732,16 @@ class OpenAIServing:
                     else:
                         piece = ch.get("text")
                     if piece:
+                        kept = cap.admit(int(ch.get("index") or 0), str(piece))
+                        if kept != piece:  # the backend ignored max_tokens: cut here
+                            if prep.kind == "chat":
+                                ch["delta"]["content"] = kept
+                            else:
+                                ch["text"] = kept
+                            ch["finish_reason"] = "length"
+                            prep.truncated = True
+                        piece = kept
+                    if piece:
                         texts.append(piece)
                 obj["model"] = served
                 if prep.include_usage:
@@ -692,6 +749,8 @@ class OpenAIServing:
                 else:
                     obj.pop("usage", None)
                 yield b"data: " + json.dumps(obj, separators=(",", ":")).encode() + b"\n\n"
+                if cap.done:
+                    break  # the whole grant is delivered: nothing more goes to the client
             else:
                 if isinstance(s.stream, UpstreamStream):
                     raise UpstreamFailure("cut", "backend closed the stream before [DONE]")
@@ -704,6 +763,9 @@ class OpenAIServing:
             await s.stream.aclose()
             # Recorded even when the client went away mid-stream (tokens were still spent).
             u = usage if isinstance(usage, dict) else None
+            if cap.cut or (u is not None and cap.limit is not None and _completion(u) > cap.limit):
+                # What reached the client, counted by the gateway's tokenizer: never over the cap.
+                u = None
             task = asyncio.create_task(self._record_stream(prep, s, reservation, u, list(texts)))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -773,6 +835,35 @@ class OpenAIServing:
     async def drain(self) -> None:
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def _completion(usage: dict[str, Any]) -> int:
+    c = usage.get("completion_tokens")
+    return c if isinstance(c, int) else 0
+
+
+class _StreamCap:
+    """Cuts a stream at ``limit`` tokens per choice, for backends that ignore ``max_tokens``.
+
+    Counting uses the gateway's tokenizer (``service.tokens``) on the text relayed so far, only
+    when it could be over the limit: a token has at least one byte, so the count since the last
+    check grows by at most the new bytes."""
+
+    def __init__(self, limit: int | None) -> None:
+        self.limit = limit
+        self.cut = False
+        self._text: dict[int, str] = {}
+        self._bound: dict[int, int] = {}  # upper bound on each choice's token count
+        self._closed: set[int] = set()
+
+    @property
+    def done(self) -> bool:
+        return self.cut and len(self._closed) >= len(self._text)
+
+    def admit(self, index: int, piece: str) -> str:
+        """The part of ``piece`` that fits under the limit ("" once the choice is cut)."""
+        if self.limit is None:
+            return piece
 
 
 def _sse_error(message: str) -> bytes:

@@ -3,11 +3,15 @@
 Clearly labelled: responses carry ``system_fingerprint: "junction-replay"`` and the gateway sets
 ``x-junction-backend: replay``. It never invents an answer: a prompt the data set does not hold
 makes the model unusable for that request (routing skips it; asking for it by name is a 400).
+It honours ``max_tokens`` as a model does: a recorded answer longer than ``max_tokens`` tokens
+(SmolLM2's tokenizer, the one the data set was counted with) is cut at that many tokens and
+finishes with ``"length"``.
 
 Usage::
 
     replay = ReplayBackend(loader=ReplayStore.load)
-    if replay.available("Yi-6B", prompt): body = replay.complete(entry, request, chat=True, prompt=prompt)
+    if replay.available("Yi-6B", prompt):
+        body = replay.complete(entry, answer, chat=True, prompt_tokens=12, max_tokens=64)
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from service.routing.registry import PoolEntry
+from service.tokens import truncate_to_tokens
 from service.upstream.client import DONE
 
 FINGERPRINT = "junction-replay"
@@ -61,22 +66,29 @@ class ReplayBackend:
         return prompt is not None and self.lookup(model, prompt) is not None
 
     def complete(
-        self, entry: PoolEntry, answer: Answer, *, chat: bool, prompt_tokens: int
+        self,
+        entry: PoolEntry,
+        answer: Answer,
+        *,
+        chat: bool,
+        prompt_tokens: int,
+        max_tokens: int | None = None,
     ) -> dict[str, Any]:
+        text, completion, finish = _cut(answer, max_tokens)
         usage = {
             "prompt_tokens": prompt_tokens,
-            "completion_tokens": answer.completion_tokens,
-            "total_tokens": prompt_tokens + answer.completion_tokens,
+            "completion_tokens": completion,
+            "total_tokens": prompt_tokens + completion,
         }
         choice: dict[str, Any] = (
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": answer.response},
+                "message": {"role": "assistant", "content": text},
                 "logprobs": None,
-                "finish_reason": "stop",
+                "finish_reason": finish,
             }
             if chat
-            else {"index": 0, "text": answer.response, "logprobs": None, "finish_reason": "stop"}
+            else {"index": 0, "text": text, "logprobs": None, "finish_reason": finish}
         )
         return {
             "id": ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex,
@@ -89,11 +101,21 @@ class ReplayBackend:
         }
 
     def stream(
-        self, entry: PoolEntry, answer: Answer, *, chat: bool, prompt_tokens: int
+        self,
+        entry: PoolEntry,
+        answer: Answer,
+        *,
+        chat: bool,
+        prompt_tokens: int,
+        max_tokens: int | None = None,
     ) -> ReplayStream:
         import json
 
-        body = self.complete(entry, answer, chat=chat, prompt_tokens=prompt_tokens)
+        body = self.complete(
+            entry, answer, chat=chat, prompt_tokens=prompt_tokens, max_tokens=max_tokens
+        )
+        choice = body["choices"][0]
+        text = str(choice["message"]["content"] if chat else choice["text"])
         base = {
             "id": body["id"],
             "object": "chat.completion.chunk" if chat else "text_completion",
@@ -101,7 +123,7 @@ class ReplayBackend:
             "model": entry.name,
             "system_fingerprint": FINGERPRINT,
         }
-        words = answer.response.split(" ")
+        words = text.split(" ") if text else []
         events: list[str] = []
         if chat:
             events.append(
@@ -123,10 +145,23 @@ class ReplayBackend:
             ch = {"index": 0, "delta": {"content": piece}} if chat else {"index": 0, "text": piece}
             events.append(json.dumps({**base, "choices": [{**ch, "finish_reason": None}]}))
         end = {"index": 0, "delta": {}} if chat else {"index": 0, "text": ""}
-        events.append(json.dumps({**base, "choices": [{**end, "finish_reason": "stop"}]}))
+        events.append(
+            json.dumps({**base, "choices": [{**end, "finish_reason": choice["finish_reason"]}]})
+        )
         events.append(json.dumps({**base, "choices": [], "usage": body["usage"]}))
         events.append(DONE)
         return ReplayStream(events)
+
+
+def _cut(answer: Answer, max_tokens: int | None) -> tuple[str, int, str]:
+    """(text, completion tokens, finish reason) of a recorded answer under ``max_tokens``."""
+    if max_tokens is None or answer.completion_tokens <= max_tokens:
+        # The recorded count is the data set's own (SmolLM2's tokenizer): within the cap.
+        return answer.response, answer.completion_tokens, "stop"
+    text, n = truncate_to_tokens(answer.response, max_tokens)
+    if text == answer.response:  # the recount fits after all: nothing was cut
+        return text, n, "stop"
+    return text, n, "length"
 
 
 class ReplayStream:

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import importlib.util
 import itertools
+import json
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -29,6 +30,8 @@ from service.db.engine import Database
 from service.db.models import ConversationBudgetRow
 from service.llama_server import ALIAS, LlamaServer
 from service.state import BudgetLedger, BudgetLedgerStore, MemoryStore, RedisStore
+from service.tokens import count_tokens
+from service.upstream.replay import ReplayBackend
 from tests.service.helpers import (
     ADMIN,
     Gateway,
@@ -38,6 +41,7 @@ from tests.service.helpers import (
     make_settings,
     run_gateway,
 )
+from training.data.replay import ReplayStore
 
 TTL = 3600
 OpenLedger = Callable[[], AbstractAsyncContextManager[BudgetLedgerStore]]
@@ -537,3 +541,146 @@ def test_smollm2_turns_are_capped_and_the_total_holds_under_concurrency(tmp_path
             gw.c.budgets.budget_get("budget:conv:admin:live"), gw.server_loop()
         ).result(10)
         assert ledger is not None and ledger.spent == used and ledger.reserved == 0
+
+
+# --- every backend honours the grant: what reaches the client never exceeds it
+
+
+@pytest.fixture(scope="module")
+def recorded() -> tuple[ReplayStore, str, list[str]]:
+    """The real replay store, one data-set model and 12 prompts it answered at length."""
+    import pyarrow.parquet as pq
+
+    from training.data.build import DERIVED
+
+    store = ReplayStore.load()
+    folder = DERIVED / "mmlu_pro"
+    table = pq.read_table(
+        folder / "replay.parquet", columns=["query_id", "model", "completion_tokens"]
+    ).to_pydict()
+    model = "Meta-Llama-3_1-70B"
+    long_ids = [
+        q
+        for q, m, n in zip(
+            table["query_id"], table["model"], table["completion_tokens"], strict=True
+        )
+        if m == model and 150 <= n <= 600
+    ][:12]
+    qs = pq.read_table(folder / "questions.parquet", columns=["query_id", "query"]).to_pydict()
+    text = dict(zip(qs["query_id"], qs["query"], strict=True))
+    return store, model, [text[q] for q in long_ids]
+
+
+def _register_replay(gw: Gateway, model: str) -> None:
+    r = gw.admin(
+        "POST",
+        "/admin/models",
+        json={
+            "name": model,
+            "backend": {"kind": "replay", "dataset": "mmlu_pro"},
+            "pricing": {"input_per_mtok": 0.1, "output_per_mtok": 0.1},
+            "evaluations": [{"query": f"q{i}", "score": 1} for i in range(4)],
+        },
+    )
+    assert r.status_code == 201, r.text
+
+
+def _delivered(r: httpx.Response, *, stream: bool) -> tuple[str, str, int]:
+    """(text, finish_reason, usage completion tokens) of a response as the client received it."""
+    if not stream:
+        body = r.json()
+        ch = body["choices"][0]
+        return ch["message"]["content"], ch["finish_reason"], body["usage"]["completion_tokens"]
+    text, finish, usage = "", None, -1
+    for line in r.text.splitlines():
+        if not line.startswith("data: ") or line == "data: [DONE]":
+            continue
+        obj = json.loads(line[6:])
+        assert "error" not in obj, obj
+        for ch in obj.get("choices") or []:
+            text += (ch.get("delta") or {}).get("content") or ""
+            finish = ch.get("finish_reason") or finish
+        if obj.get("usage"):
+            usage = obj["usage"]["completion_tokens"]
+    assert finish is not None and usage >= 0
+    return text, finish, usage
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+def test_replay_cuts_its_recorded_answer_at_max_tokens(tmp_path, recorded, stream: bool) -> None:
+    store, model, prompts = recorded
+    answer = store.answer(model, prompts[0])
+    assert answer is not None and answer.completion_tokens >= 150
+    with run_gateway(make_settings(tmp_path), replay=ReplayBackend(loader=lambda: store)) as gw:
+        _register_replay(gw, model)
+        for cap in (1, 16, None):
+            body: dict[str, Any] = {
+                "model": model,
+                "messages": [{"role": "user", "content": prompts[0]}],
+                "stream": stream,
+                "stream_options": {"include_usage": True} if stream else None,
+            }
+            if cap is not None:
+                body["max_tokens"] = cap
+            r = gw.client.post("/v1/chat/completions", headers=ADMIN, json=body)
+            assert r.status_code == 200, r.text
+            text, finish, usage = _delivered(r, stream=stream)
+            assert answer.response.startswith(text)
+            if cap is None:  # no cap: the whole recorded answer, as recorded
+                assert text == answer.response and finish == "stop"
+                assert usage == answer.completion_tokens
+            else:  # SmolLM2's tokenizer, the one the data set was counted with
+                assert count_tokens([text]) == [cap] and usage == cap and finish == "length"
+
+
+def _ignoring_backend(fake: Any) -> None:
+    fake.reply = " ".join(f"word{i}" for i in range(600))
+    fake.faults.ignore_max_tokens = True
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+@pytest.mark.parametrize("kind", ["replay", "vllm-ignoring-max-tokens"])
+def test_a_conversation_never_receives_more_than_its_budget(
+    tmp_path, recorded, fake_a, kind: str, stream: bool
+) -> None:
+    """Turn after turn until the 429: each reply within its grant (counted on the text the client
+    got), the conversation within its budget, and the ledger booking exactly what was delivered."""
+    store, model, prompts = recorded
+    total = 700
+    with run_gateway(make_settings(tmp_path), replay=ReplayBackend(loader=lambda: store)) as gw:
+        if kind == "replay":
+            _register_replay(gw, model)
+        else:
+            _ignoring_backend(fake_a)
+            gw.register(model, fake_a.url, backend_model="backend-a")
+        delivered, booked, turns = 0, 0, 0
+        history: list[str] = []
+        for prompt in prompts:
+            body = _chat(prompt, conv=kind, total=total, history=history, stream=stream)
+            body["model"] = model
+            if stream:
+                body["stream_options"] = {"include_usage": True}
+            r = gw.client.post("/v1/chat/completions", headers=ADMIN, json=body)
+            if r.status_code == 429:
+                assert_error_shape(r, 429, "conversation_budget_exceeded")
+                break
+            assert r.status_code == 200, r.text
+            grant = int(r.headers["x-junction-budget-max-tokens"])
+            text, finish, usage = _delivered(r, stream=stream)
+            n = count_tokens([text])[0]
+            assert n <= grant and usage <= grant, (n, usage, grant)
+            if kind == "vllm-ignoring-max-tokens":
+                assert fake_a.requests[-1]["max_tokens"] == grant  # asked, and ignored
+                assert finish == "length" and n == usage == grant
+            delivered += n
+            booked += usage
+            turns += 1
+            history.append(prompt)
+        assert turns >= 2 and delivered <= total
+        key = f"budget:conv:admin:{kind}"
+        for _ in range(100):  # a stream's turn is settled just after [DONE]
+            ledger = _ledger_of(gw, key)
+            if ledger is not None and ledger.reserved == 0 and ledger.turns == turns:
+                break
+            time.sleep(0.05)
+        assert ledger is not None and ledger.spent == booked <= total
