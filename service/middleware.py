@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from urllib.parse import unquote_to_bytes
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -25,6 +26,7 @@ from service.handlers import classify
 from service.jsonbody import loads
 
 log = logging.getLogger(__name__)
+DB_BUSY_HOLD_S = 5.0
 
 
 async def send_error(send: Send, err: JunctionError, *, close: bool = False) -> None:
@@ -179,6 +181,11 @@ class CatchAll:
             await self.app(scope, receive, tracking_send)
         except Exception as exc:
             err = classify(exc)
+            if err.code == "database_busy":
+                # readiness reports not-ready for a few seconds (service.health.routes)
+                comps = getattr(getattr(scope.get("app"), "state", None), "components", None)
+                if comps is not None:
+                    comps.status["db_busy_until"] = time.monotonic() + DB_BUSY_HOLD_S
             if err.status_code >= 500 and err.code == "internal_error":
                 log.error(
                     "unhandled error on %s %s", scope.get("method"), scope.get("path"), exc_info=exc

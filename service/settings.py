@@ -18,6 +18,18 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 DEFAULT_ADMIN_TOKEN = "junction-dev-admin-token"  # noqa: S105 - refused outside development
 
 
+def weak_admin_token(secret: SecretStr) -> bool:
+    """The development default in any letter case or padding, whitespace, or too little of it."""
+    token = secret.get_secret_value()
+    core = token.strip()
+    return (
+        core.lower() == DEFAULT_ADMIN_TOKEN
+        or len(core) < 16
+        or len(set(core)) < 4
+        or any(ch.isspace() for ch in core)
+    )
+
+
 def default_data_dir() -> Path:
     return Path.home() / ".local" / "share" / "junction"
 
@@ -39,7 +51,10 @@ def normalise_database_url(url: str) -> str:
 class Settings(BaseSettings):
     """Everything the gateway reads from its environment (prefix ``JUNCTION_``)."""
 
-    model_config = SettingsConfigDict(env_prefix="JUNCTION_", extra="ignore")
+    # hide_input_in_errors: a refused admin token must not be printed at start-up.
+    model_config = SettingsConfigDict(
+        env_prefix="JUNCTION_", extra="ignore", hide_input_in_errors=True
+    )
 
     # --- deployment
     environment: Literal["development", "production"] = Field(
@@ -147,12 +162,13 @@ class Settings(BaseSettings):
     def _defaults_and_secrets(self) -> Settings:
         if not self.database_url:
             self.database_url = f"sqlite+aiosqlite:///{self.data_dir / 'junction.db'}"
-        if self.environment == "production":
-            token = self.admin_token.get_secret_value()
-            if token == DEFAULT_ADMIN_TOKEN or len(token) < 16:
-                raise ValueError(
-                    "JUNCTION_ADMIN_TOKEN must be set to a secret of 16+ characters in production"
-                )
+        if self.environment == "production" and weak_admin_token(self.admin_token):
+            # The message never repeats the token (nor does the error: hide_input_in_errors).
+            raise ValueError(
+                "JUNCTION_ADMIN_TOKEN must be set to a secret of 16+ characters in production "
+                "(not the development default in any case, not mostly whitespace or one repeated "
+                "character)"
+            )
         return self
 
     @computed_field  # type: ignore[prop-decorator]

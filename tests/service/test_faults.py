@@ -76,7 +76,7 @@ def test_two_5xx_fall_back_to_the_next_candidate(
     assert r.headers["x-junction-model"] == "model-b"
     assert r.headers["x-junction-fallbacks"] == "1"
     assert fake_a.count == 2 and fake_b.count == 1
-    assert "junction_fallbacks_total 1.0" in gw.client.get("/metrics").text
+    assert "junction_fallbacks_total 1.0" in gw.client.get("/metrics", headers=ADMIN).text
 
 
 def test_cooldown_skips_a_failing_backend_then_probe_or_expiry_restores(

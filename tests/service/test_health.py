@@ -17,7 +17,8 @@ def test_liveness_readiness_and_metrics(gateway: Gateway, fake_a) -> None:
         json={"model": "junction/auto", "messages": [{"role": "user", "content": "hi"}]},
     )
     assert r.status_code == 200
-    text = gateway.client.get("/metrics").text
+    assert gateway.client.get("/metrics").status_code == 401  # not for every client
+    text = gateway.client.get("/metrics", headers=ADMIN).text
     assert 'junction_routing_decisions_total{model="model-a",router="locus"} 1.0' in text
     for stage in ("embed", "score", "upstream", "total"):
         assert f'junction_latency_seconds_count{{stage="{stage}"}}' in text
