@@ -22,15 +22,16 @@ def _without_extra_buffer_types() -> None:
     import llama_cpp
     import llama_cpp.llama
 
-    default = llama_cpp.llama_model_default_params
+    default = getattr(llama_cpp, "llama_model_default_params")  # noqa: B009
 
     def params() -> Any:
         p = default()
         p.use_extra_bufts = False
         return p
 
-    llama_cpp.llama_model_default_params = params
-    llama_cpp.llama.llama_cpp.llama_model_default_params = params
+    # the bindings are untyped ctypes; setattr keeps mypy from guessing at their attributes
+    setattr(llama_cpp, "llama_model_default_params", params)  # noqa: B010
+    setattr(getattr(llama_cpp.llama, "llama_cpp"), "llama_model_default_params", params)  # noqa: B009, B010
 
 
 if __name__ == "__main__":
