@@ -10,6 +10,7 @@ Usage::
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -27,7 +28,21 @@ from sqlalchemy.ext.asyncio import (
 from service.settings import normalise_database_url
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-MIGRATIONS_DIR = REPO_ROOT / "migrations"
+
+
+def _migrations_dir() -> Path:
+    """The ``migrations`` package's folder: the checkout's, or site-packages' when installed.
+
+    Found without importing it (``find_spec``), so nothing of Alembic runs at import."""
+    spec = importlib.util.find_spec("migrations")
+    if spec is not None and spec.submodule_search_locations:
+        folder = Path(next(iter(spec.submodule_search_locations)))
+        if (folder / "env.py").exists():
+            return folder
+    return REPO_ROOT / "migrations"
+
+
+MIGRATIONS_DIR = _migrations_dir()
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _: Any) -> None:
@@ -54,7 +69,9 @@ def make_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
 def alembic_config(url: str) -> Any:
     from alembic.config import Config
 
-    cfg = Config(str(REPO_ROOT / "alembic.ini"))
+    ini = REPO_ROOT / "alembic.ini"
+    # An installed gateway has no alembic.ini (only the checkout does); nothing in it is needed.
+    cfg = Config(str(ini)) if ini.exists() else Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     cfg.set_main_option("sqlalchemy.url", normalise_database_url(url).replace("%", "%%"))
     return cfg
