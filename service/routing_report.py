@@ -6,10 +6,10 @@ default pool (no stand-in scorer) and writes ``DIR/routing_report.json``:
 - ``cost_knob``: each target (a share of the way from the cheapest reachable mean cost to quality
   mode's, on the validation sample) and each preset is calibrated on the validation questions
   exactly as a request would be (``RoutingEngine.curve``), then every MMLU-Pro *test* question is
-  routed with that lambda. Reported: the gateway's expected cost per 1,000 requests (what the
-  target is stated in, and what ``x-junction-cost-usd`` predicts), its error against the target,
-  the cost billed when the chosen models' recorded answers are served (their real completion
-  tokens instead of each model's mean), and routed accuracy from their recorded scores.
+  routed with that lambda. Reported: the cost billed per 1,000 requests when the chosen models'
+  recorded answers are served (their real completion tokens; what the target counts) and its
+  error against the target, the gateway's expected cost (each model's mean completion tokens,
+  what decides), and routed accuracy from the recorded scores.
 - ``encoder_agreement``: a fixed sample of test questions embedded by torch fp32 and by ONNX int8,
   routed at quality, balanced and cost: how often the two pick the same model, and each one's
   routed accuracy.
@@ -150,18 +150,18 @@ async def cost_knob(c: Any) -> dict[str, Any]:
         target = floor + share * (top - floor)
         lam = curve.lambda_for_cost(target)
         got = _routed(p, cost, lam, score, rec)
-        err = got["expected_cost_per_1k_usd"] / (target * 1000) - 1
-        billed_err = got["billed_cost_per_1k_usd"] / (target * 1000) - 1
+        err = got["billed_cost_per_1k_usd"] / (target * 1000) - 1
+        expected_err = got["expected_cost_per_1k_usd"] / (target * 1000) - 1
         targets.append(
             {
                 "share": share,
                 "target_cost_per_1k_usd": target * 1000,
                 "lambda": lam,
-                "validation_predicted_cost_per_1k_usd": curve.at(lam)[0] * 1000,
+                "validation_billed_cost_per_1k_usd": curve.at(lam)[0] * 1000,
                 "test": got,
                 "test_relative_error": err,
                 "within_5pct": bool(abs(err) <= 0.05),
-                "test_billed_relative_error": billed_err,
+                "test_expected_relative_error": expected_err,
             }
         )
     modes = {}

@@ -64,28 +64,35 @@ class Curve:
     """The calibration sample's p_correct and expected costs for one candidate set."""
 
     p: npt.NDArray[np.float64]  # [N, M]
-    cost: npt.NDArray[np.float64]  # [N, M]; inf where a candidate is not allowed
+    cost: npt.NDArray[np.float64]  # [N, M] expected cost, what decides; inf: not allowed
+    spend: npt.NDArray[np.float64]  # [N, M] what the choice is billed, what targets count
 
     @classmethod
-    def build(cls, p: npt.ArrayLike, cost: npt.ArrayLike) -> Curve:
+    def build(
+        cls, p: npt.ArrayLike, cost: npt.ArrayLike, spend: npt.ArrayLike | None = None
+    ) -> Curve:
+        """``spend``: the cost each choice is really billed where known (a calibration query's
+        recorded answer: its real completion tokens), else the expected ``cost``."""
         P = np.asarray(p, dtype=np.float64)
         C = np.asarray(cost, dtype=np.float64)
         if P.shape != C.shape or P.ndim != 2 or P.shape[1] == 0:
             raise ValueError(f"p {P.shape} and cost {C.shape} must be the same [N, M], M >= 1")
+        S = C if spend is None else np.asarray(spend, dtype=np.float64)
+        S = np.where(np.isfinite(S), S, C)
         keep = np.isfinite(C).any(axis=1)  # rows where something is allowed
-        return cls(P[keep], C[keep])
+        return cls(P[keep], C[keep], S[keep])
 
     @property
     def size(self) -> int:
         return int(self.p.shape[0])
 
     def at(self, lam: float) -> tuple[float, float]:
-        """(mean expected cost per request, mean predicted accuracy) of the choices at ``lam``."""
+        """(mean billed cost per request, mean predicted accuracy) of the choices at ``lam``."""
         if self.size == 0:
             return 0.0, 0.0
         idx = choose(self.p, self.cost, lam)
         rows = np.arange(self.size)
-        return float(self.cost[rows, idx].mean()), float(self.p[rows, idx].mean())
+        return float(self.spend[rows, idx].mean()), float(self.p[rows, idx].mean())
 
     def _lambda_range(self) -> tuple[float, float]:
         """(lo, hi): at lo cost is negligible next to p (lam * cost <= 1e-6 on every row); at hi
@@ -101,10 +108,9 @@ class Curve:
         return lo, max(2.0 / step, lo * 2)
 
     def min_cost(self) -> float:
-        """The lowest reachable mean cost: every row on its cheapest allowed candidate."""
-        if self.size == 0:
-            return 0.0
-        return float(np.where(np.isfinite(self.cost), self.cost, np.inf).min(axis=1).mean())
+        """The lowest reachable mean cost: every row on its cheapest allowed candidate (by
+        expected cost, counted at what it is billed)."""
+        return self.at(self._lambda_range()[1])[0] if self.size else 0.0
 
     def _bracket(self, holds: Callable[[float], bool]) -> tuple[float, float]:
         """(a, b) with ``holds(a)`` true and ``holds(b)`` false, adjacent up to 64 halvings of the
@@ -157,6 +163,8 @@ class Sample:
 
     texts: list[str]
     embeddings: npt.NDArray[np.float32] | None = None  # [N, D]
+    dataset: str | None = None  # the data set the queries come from, with recorded answers
+    query_ids: list[str] | None = None
 
 
 def sample_queries(source: str | Path, *, size: int = DEFAULT_SAMPLE, seed: int = 0) -> Sample:
@@ -181,6 +189,7 @@ def sample_queries(source: str | Path, *, size: int = DEFAULT_SAMPLE, seed: int 
             key=lambda i: str(table.column("query_id")[i]),
         )
         queries = [str(table.column("query")[i]) for i in order]
+        ids: list[str] | None = [str(table.column("query_id")[i]) for i in order]
         if "embedding" in table.column_names:
             emb = table.column("embedding").combine_chunks()
             flat = np.asarray(emb.values.to_numpy(zero_copy_only=False), dtype=np.float32)
@@ -190,13 +199,53 @@ def sample_queries(source: str | Path, *, size: int = DEFAULT_SAMPLE, seed: int 
         if not path.exists():
             raise FileNotFoundError(f"calibration queries: no data set or file named {src!r}")
         queries = _read_query_file(path)
+        ids = None
     if not queries:
         raise ValueError(f"calibration queries: {src!r} holds none")
     if len(queries) > size:
         pick = np.sort(np.random.default_rng(seed).choice(len(queries), size=size, replace=False))
         queries = [queries[i] for i in pick]
         X = None if X is None else X[pick]
-    return Sample(queries, X)
+        ids = None if ids is None else [ids[i] for i in pick]
+    return Sample(queries, X, src if ids is not None else None, ids)
+
+
+def recorded_completion_tokens(sample: Sample, models: Sequence[str]) -> npt.NDArray[np.float64]:
+    """[N, M] completion tokens of each model's recorded answer to each calibration query (the
+    data set's evaluation log); NaN where the model has none (any model not in the data set)."""
+    out = np.full((len(sample.texts), len(models)), np.nan)
+    if sample.dataset is None or sample.query_ids is None:
+        return out
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from training.data.build import DERIVED
+
+    t = pq.read_table(
+        DERIVED / sample.dataset / "evals.parquet",
+        columns=["query_id", "model", "completion_tokens"],
+    )
+    t = t.filter(
+        pc.is_in(pc.cast(t.column("query_id"), "string"), value_set=pa_strings(sample.query_ids))
+    )
+    row = {q: i for i, q in enumerate(sample.query_ids)}
+    col = {m: j for j, m in enumerate(models)}
+    for q, m, n in zip(
+        t.column("query_id").to_pylist(),
+        t.column("model").to_pylist(),
+        t.column("completion_tokens").to_pylist(),
+        strict=True,
+    ):
+        j = col.get(str(m))
+        if j is not None and n is not None:
+            out[row[str(q)], j] = float(n)
+    return out
+
+
+def pa_strings(xs: Sequence[str]) -> object:
+    import pyarrow as pa
+
+    return pa.array(list(xs), type=pa.string())
 
 
 def _read_query_file(path: Path) -> list[str]:

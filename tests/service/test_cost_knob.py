@@ -206,3 +206,17 @@ def test_sample_queries_is_fixed_and_uses_validation_questions(tmp_path) -> None
     f.write_text('{"query": "hello"}\n{"query": "hello"}\nplain line\n')
     assert sample_queries(f).texts == ["hello", "plain line"]
     assert estimate_tokens("hello") > 0
+
+
+def test_targets_count_what_a_choice_is_billed() -> None:
+    """The choice is made on expected cost; the target counts the billed cost where known."""
+    p, cost = _toy(1)
+    spend = cost * np.linspace(1.0, 1.5, cost.shape[1])[None, :]  # dearer models run longer
+    billed, expected = Curve.build(p, cost, spend), Curve.build(p, cost)
+    target = 0.5 * (billed.min_cost() + billed.at(0.0)[0])
+    lam = billed.lambda_for_cost(target)
+    assert billed.at(lam)[0] == pytest.approx(target, rel=0.01)
+    assert expected.at(lam)[0] < target  # calibrating on expected cost would overspend
+    partial = spend.copy()
+    partial[:, 0] = np.nan  # no recorded answers: the expected cost stands in
+    assert np.array_equal(Curve.build(p, cost, partial).spend[:, 0], cost[:, 0])
