@@ -99,7 +99,11 @@ class Settings(BaseSettings):
         ge=1,
         description="math threads per worker (torch, BLAS); concurrency comes from workers",
     )
-    encoder_backend: Literal["torch", "onnx"] = "torch"
+    encoder_backend: Literal["torch", "onnx"] = Field(
+        default="onnx",
+        description="query encoder: onnx (MiniLM int8, the fast default: its routing decisions "
+        "match fp32's, service/results/routing) or torch (fp32, the reference)",
+    )
     embed_cache_size: int = Field(default=4096, ge=0, description="LRU of query embeddings")
     embed_batch_max: int = Field(default=64, gt=0)
     embed_batch_wait_ms: float = Field(
