@@ -617,6 +617,9 @@ def run_generalization(cfg: GenConfig) -> dict[str, Any]:
     report["seconds"] = time.time() - t0
     figures = collect_figures(report)
     report["targets"] = targets(report)
+    for res in report["datasets"].values():  # per fold: means over the draws (keeps it small)
+        for f in res["folds"].values():
+            f["results"] = _mean_over_draws(f["results"])
     slim = strip_private(report)
     (out / "report.json").write_text(json.dumps(slim, indent=1, default=_json) + "\n")
     from training.evaluation import gen_report
@@ -625,6 +628,25 @@ def run_generalization(cfg: GenConfig) -> dict[str, Any]:
     (out / "summary.md").write_text(gen_report.render_summary(slim))
     log.info("wrote %s", out / "report.json")
     return slim
+
+
+def _mean_over_draws(results: dict[str, Any]) -> dict[str, Any]:
+    """{"k/draw": tree} -> {"k": tree of means over the draws} (numbers only; lists dropped)."""
+    by_k: dict[str, list[Any]] = {}
+    for kd, tree in results.items():
+        by_k.setdefault(kd.split("/")[0], []).append(tree)
+
+    def merge(trees: list[Any]) -> Any:
+        first = trees[0]
+        if isinstance(first, dict):
+            keys = [k for k in first if not str(k).startswith("_")]
+            return {k: merge([t[k] for t in trees if k in t]) for k in keys}
+        if isinstance(first, bool | int | float):
+            vals = [float(t) for t in trees if np.isfinite(float(t))]
+            return round(float(np.mean(vals)), 5) if vals else None
+        return None
+
+    return {k: merge(v) for k, v in by_k.items()}
 
 
 def _quick_matrix(m: EvalMatrix) -> EvalMatrix:
