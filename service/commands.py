@@ -120,6 +120,26 @@ def _bench_routing(args: argparse.Namespace) -> int:
     return 0
 
 
+def _soak(args: argparse.Namespace) -> int:
+    import json
+
+    from service.soak import SoakConfig, format_soak, run_soak
+
+    cfg = SoakConfig(
+        duration_s=args.duration,
+        clients=args.clients,
+        kill_every_s=args.kill_every,
+        encoder=args.encoder,
+        seed=args.seed,
+    )
+    report = run_soak(cfg)
+    sys.stdout.write(format_soak(report) + "\n")
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
+    return 0 if report["failed_with_healthy_candidate"] == 0 else 1
+
+
 def _bench(args: argparse.Namespace) -> int:
     from service.bench import BenchConfig, format_report, run_gateway_bench
 
@@ -183,6 +203,19 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     b.add_argument("--encoder", default="onnx", choices=["torch", "onnx"])
     b.add_argument("--out", default="", help="write the JSON report here")
     b.set_defaults(handler=_bench)
+
+    k = bench_subparsers(subparsers).add_parser(
+        "soak",
+        help="streaming clients through three misbehaving vLLM-protocol backends (one killed "
+        "and restarted, one slow, one failing in bursts): failures, latency, memory, sockets",
+    )
+    k.add_argument("--duration", type=float, default=600.0, help="seconds of load")
+    k.add_argument("--clients", type=int, default=64, help="concurrent streaming clients")
+    k.add_argument("--kill-every", type=float, default=30.0, help="seconds between backend kills")
+    k.add_argument("--encoder", default="onnx", choices=["torch", "onnx"])
+    k.add_argument("--seed", type=int, default=0)
+    k.add_argument("--out", default="", help="write the JSON report here")
+    k.set_defaults(handler=_soak)
 
     r = bench_subparsers(subparsers).add_parser(
         "routing",

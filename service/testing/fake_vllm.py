@@ -49,6 +49,9 @@ class Faults:
     omit_usage: bool = False  # ignore stream_options.include_usage (llama.cpp does)
     usage_with_choices: bool = False  # final usage chunk carries a non-empty choices list
     hang: bool = False  # accept and never answer
+    # Failing in bursts: 503 for burst_len_s out of every burst_period_s (wall clock).
+    burst_period_s: float = 0.0
+    burst_len_s: float = 0.0
     ignore_max_tokens: bool = False  # generate the whole reply whatever max_tokens says
 
 
@@ -98,6 +101,8 @@ class FakeVLLM:
         if f.fail_times > 0:
             f.fail_times -= 1
             return self._error(f.fail_status, f"injected failure {f.fail_status}")
+        if f.burst_period_s and time.time() % f.burst_period_s < f.burst_len_s:
+            return self._error(503, "injected burst failure")
         return None
 
     async def models(self, _: web.Request) -> web.Response:
@@ -328,8 +333,17 @@ def main() -> None:
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--model", default="*")
     p.add_argument("--reply", default=None)
+    p.add_argument("--delay", type=float, default=0.0, help="seconds before the headers")
+    p.add_argument("--chunk-delay", type=float, default=0.0, help="seconds between chunks")
+    p.add_argument(
+        "--fail-burst", default="", help="PERIOD,LEN: 503s for LEN seconds of every PERIOD"
+    )
     args = p.parse_args()
     fake = FakeVLLM(model=args.model, reply=args.reply)
+    fake.faults.delay_s, fake.faults.chunk_delay_s = args.delay, args.chunk_delay
+    if args.fail_burst:
+        period, length = (float(x) for x in args.fail_burst.split(","))
+        fake.faults.burst_period_s, fake.faults.burst_len_s = period, length
 
     async def run() -> None:
         await fake.start(port=args.port)
