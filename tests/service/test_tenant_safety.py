@@ -11,6 +11,7 @@ import json
 import math
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
 from sqlalchemy import func, select
 
 from service.db.models import EvaluationBatchRow, EvaluationRow
@@ -220,3 +221,24 @@ def test_migration_0003_keeps_one_admin_batch_per_key_on_upgrade(tmp_path) -> No
             await db.dispose()
 
     assert asyncio.run(run()) == [(1, "admin"), (2, "admin#2"), (3, "admin#3")]
+
+
+@pytest.mark.integration
+def test_postgres_one_batch_per_key_and_no_500_from_wide_ints_or_nul(
+    tmp_path, postgres_url: str
+) -> None:
+    from tests.service.helpers import make_settings, run_gateway
+
+    with run_gateway(make_settings(tmp_path, database_url=postgres_url)) as gw:
+        test_concurrent_posts_with_one_key_store_one_batch(gw)
+        for row in (
+            {**rows("m", 1, 1.0)[0], "prompt_tokens": 2**31 + 5},
+            {**rows("m", 1, 1.0)[0], "query_id": "nul\x00"},
+        ):
+            r = gw.client.post(
+                "/v1/evaluations",
+                headers={**ADMIN, "Idempotency-Key": "pg-bad"},
+                content=json.dumps({"rows": [row]}),
+            )
+            assert r.status_code in (400, 422), r.text
+            assert_error_shape(r, r.status_code)
