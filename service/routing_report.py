@@ -56,7 +56,11 @@ async def shipped_gateway(
     }
     if encoder_backend is not None:
         kw["encoder_backend"] = encoder_backend
-    app = create_app(Settings(**kw))
+    settings = Settings(**kw)
+    from service.commands import limit_compute_threads
+
+    limit_compute_threads(settings.compute_threads)  # as `junction serve` does for each worker
+    app = create_app(settings)
     async with app.router.lifespan_context(app):
         yield app, app.state.components
 

@@ -1,22 +1,25 @@
 """The cost knob: presets and cost targets turned into a ``lambda`` on a held-out query sample.
 
-``routing.lambda`` is in accuracy per US dollar per request, which nobody can guess (a request
-costs around 1e-4 USD, so ``lambda: 10`` changes nothing). Callers state what they want instead,
-and the gateway finds the lambda that does it on a calibration sample of queries it never trained
-on (by default 512 MMLU-Pro validation-split questions), scored by the active router against the
-current candidates:
+``routing.lambda`` is in accuracy per US dollar per request, which nobody can guess (a request to
+the shipped MMLU-Pro pool costs 3e-5 to 5e-5 USD, so ``lambda: 10`` changes nothing; the presets
+below land in the thousands). Callers state what they want instead, and the gateway finds
+the lambda that does it on a calibration sample of queries no router was trained on (by default
+MMLU-Pro's 1,203 validation questions and their stored embeddings), scored by the active router
+against the current candidates:
 
 - ``mode``: ``quality`` is lambda 0 (the highest predicted accuracy). ``balanced`` and ``cost`` are
   the largest lambda (the lowest cost) whose predicted mean accuracy on the sample is at least
   95% and 80% of quality mode's (``MODE_QUALITY``).
-- ``target_cost_per_1k_usd``: the lambda whose predicted mean cost per 1,000 requests on the
-  sample is nearest the target (bisection over log lambda on a non-increasing step function). A
-  target above quality mode's cost gives lambda 0 (it never spends more to spend the budget); a
-  target below the cheapest reachable cost is a 400.
+- ``target_cost_per_1k_usd``: the lambda whose mean cost per 1,000 requests on the sample is
+  nearest the target (bisection over log lambda). The cost counted is what each choice is billed
+  where the sample has the chosen model's recorded answer (its real completion tokens), else the
+  expected cost (the model's mean completion tokens). A target above quality mode's cost gives
+  lambda 0 (it never spends more to spend the budget); one below the cheapest reachable cost is a
+  400.
 
-Both curves are monotone per query: as lambda grows, the chosen model's cost and its predicted
-accuracy never rise, so the sample means never rise either and bisection is exact up to the
-sample's step size.
+Per query, as lambda grows the chosen model's expected cost and predicted accuracy never rise, so
+the sample means of both are non-increasing step functions and bisection finds the step; the
+billed mean follows them closely but not exactly (a cheaper model can write a longer answer).
 
 Usage::
 
