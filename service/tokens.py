@@ -58,5 +58,19 @@ def truncate_to_tokens(text: str, limit: int) -> tuple[str, int]:
     return "", 0
 
 
-def count_prompt_tokens(message_texts: Sequence[str]) -> int:
-    return sum(count_tokens(message_texts)) + _PER_MESSAGE * len(message_texts)
+# SmolLM2's chat template adds this system turn when the conversation has none.
+SMOLLM2_DEFAULT_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
+
+
+def count_prompt_tokens(message_texts: Sequence[str], roles: Sequence[str] | None = None) -> int:
+    """Prompt tokens of a chat. With ``roles``, the prompt as SmolLM2's ChatML template renders
+    it (the default system turn when there is none, the assistant header), which is what
+    llama.cpp's server counts in a JSON response: counting the texts alone gave 12 where the
+    backend counted 38 (issue 13). Without, the texts plus a per-message allowance."""
+    if roles is None:
+        return sum(count_tokens(message_texts)) + _PER_MESSAGE * len(message_texts)
+    turns = list(zip(roles, message_texts, strict=True))
+    if not turns or turns[0][0] != "system":
+        turns.insert(0, ("system", SMOLLM2_DEFAULT_SYSTEM))
+    rendered = "".join(f"<|im_start|>{r}\n{t}<|im_end|>\n" for r, t in turns)
+    return sum(count_tokens([rendered + "<|im_start|>assistant\n"]))

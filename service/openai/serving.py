@@ -608,7 +608,14 @@ class OpenAIServing:
             c = int(usage["completion_tokens"])
             return {**usage, "prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
         # The backend reported none (llama.cpp): count with the real tokenizer, off the loop.
-        p = await asyncio.to_thread(count_prompt_tokens, prep.message_texts)
+        roles = (
+            [str(m.get("role")) for m in prep.body.get("messages") or []]
+            if prep.kind == "chat"
+            else None
+        )
+        if roles is not None and len(roles) != len(prep.message_texts):
+            roles = None
+        p = await asyncio.to_thread(count_prompt_tokens, prep.message_texts, roles)
         c = (
             sum(await asyncio.to_thread(count_tokens, ["".join(completion_texts)]))
             if completion_texts

@@ -3,6 +3,7 @@ token, a locked database is a 503 with Retry-After and readiness says so."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 
 import pytest
@@ -62,3 +63,32 @@ def test_a_locked_database_is_a_503_with_retry_after_and_not_ready(
         holder.close()
     # the connection that got the 503 is still usable, and writes work again
     assert gateway.admin("POST", "/admin/keys", json={"name": "after"}).status_code == 201
+
+
+def test_streamed_usage_counts_the_prompt_as_the_chat_template_renders_it(
+    gateway: Gateway, fake_a
+) -> None:
+    """llama.cpp sends no usage in streams; the gateway counts. It counted the message texts
+    alone (12 tokens where the backend's own JSON usage said 38)."""
+    from service.tokens import count_tokens
+
+    gateway.register("model-a", fake_a.url, backend_model="backend-a")
+    fake_a.faults.omit_usage = True
+    question = "What is the capital of France?"
+    r = gateway.client.post(
+        "/v1/chat/completions",
+        headers=ADMIN,
+        json={
+            "model": "junction/auto",
+            "messages": [{"role": "user", "content": question}],
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        },
+    )
+    events = [e[6:] for e in r.text.split("\n\n") if e.startswith("data: ")]
+    usage = json.loads(events[-2])["usage"]
+    rendered = (
+        "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging "
+        f"Face<|im_end|>\n<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n"
+    )
+    assert usage["prompt_tokens"] == count_tokens([rendered])[0] > 30
