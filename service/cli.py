@@ -18,7 +18,13 @@ import sys
 from collections.abc import Callable, Sequence
 
 # Modules that contribute subcommands, in the order they appear in --help.
-COMMAND_MODULES = ("training.cli", "service.commands", "federation.cli", "budget_controller.cli")
+COMMAND_MODULES = (
+    "training.cli",
+    "service.commands",
+    "federation.cli",
+    "budget_controller.cli",
+    "federation.research_cli",
+)
 
 Handler = Callable[[argparse.Namespace], int]
 
