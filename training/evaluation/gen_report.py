@@ -9,6 +9,11 @@ from training.evaluation import plots
 
 ORDER = ("locus_kr", "locus_kr_nomargin", "mean_kr", "locus", "mf", "knn", "ridge", "best_avg")
 BASELINES = ("locus", "mf", "knn", "ridge", "best_avg")
+REF = {
+    "best_single": "true best single model (test)",
+    "category_best": "per-category best model, chosen on ALL train evaluations (ceiling)",
+    "oracle": "oracle (test)",
+}
 LABEL = {
     "locus_kr": "LOCUS-KR (served)",
     "locus_kr_nomargin": "LOCUS-KR, no default margin",
@@ -146,9 +151,11 @@ def render_summary(r: dict[str, Any]) -> str:
                             f"(±{_f(rr[f'{pool}/{k}'][n]['accuracy']['std'])})" for k in ks
                         ) + " |"
                     )  # fmt: skip
-                for ref in ("best_single", "oracle"):
+                for ref in ("best_single", "category_best", "oracle"):
+                    if ref not in rr[f"{pool}/{ks[0]}"]["ref"]:
+                        continue
                     lines.append(
-                        f"| true {ref.replace('_', ' ')} (test) | "
+                        f"| {REF[ref]} | "
                         + " | ".join(_f(rr[f"{pool}/{k}"]["ref"][ref]["mean"]) for k in ks) + " |"
                     )  # fmt: skip
                 r128 = rr.get(f"{pool}/128")

@@ -474,6 +474,22 @@ def select_configs(val: dict[str, dict[str, float]], fold: str) -> dict[str, Any
     return out
 
 
+def category_best(m: EvalMatrix, fold: Fold, cols: list[int]) -> float | None:
+    """Test accuracy of sending each category (task) to the model best on it over ALL its train
+    evaluations: a ceiling for task-level routing that no k-evaluation router is given."""
+    if fold.kind != "models":
+        return None
+    total = 0.0
+    cats_tr, cats_te = m.categories[fold.train_rows], m.categories[fold.test_rows]
+    for c in np.unique(cats_te):
+        tr = m.scores[fold.train_rows[cats_tr == c]][:, cols]
+        n = (~np.isnan(tr)).sum(0)
+        acc = np.where(n > 0, np.nansum(tr, 0) / np.maximum(n, 1), -1.0)
+        b = cols[int(np.argmax(acc))]
+        total += float(np.nan_to_num(m.scores[fold.test_rows[cats_te == c], b]).sum())
+    return total / len(fold.test_rows)
+
+
 def test_metrics(
     m: EvalMatrix, fold: Fold, fp: FoldPreds, configs: dict[str, Any], seed: int
 ) -> dict[str, Any]:
@@ -520,6 +536,7 @@ def test_metrics(
             pe: dict[str, Any] = {
                 "models": len(cols),
                 "best_single": float(singles_a.max()),
+                "category_best": category_best(m, fold, cols),
                 "oracle": float(np.nanmax(np.nan_to_num(T, nan=0.0), 1).mean()),
                 "hull_auc": mt.common_range_auc(hc, ha, lo, hi),
                 "cost_range": [lo, hi],
@@ -680,8 +697,9 @@ def aggregate(folds: dict[str, Any], kind: str) -> dict[str, Any]:
             k = kd.split("/")[0]
             for pool, pe in e["pools"].items():
                 slot = acc.setdefault(f"{pool}/{k}", {})
-                for ref in ("best_single", "oracle", "hull_auc"):
-                    slot.setdefault("ref", {}).setdefault(ref, []).append(pe[ref])
+                for ref in ("best_single", "oracle", "hull_auc", "category_best"):
+                    if pe.get(ref) is not None:
+                        slot.setdefault("ref", {}).setdefault(ref, []).append(pe[ref])
                 for name, me in pe["methods"].items():
                     for fig in ("accuracy", "frontier_auc", "above_hull", "top_share"):
                         slot.setdefault(name, {}).setdefault(fig, []).append(me[fig])
