@@ -11,7 +11,9 @@
 
 "Best single model" is the candidate with the highest mean predicted p_correct over the same
 routed requests: the one model an operator would pick to answer all of them. Its cost for a
-request is its price on the request's real prompt tokens and its mean completion length.
+request is its prices on the request's real prompt and completion tokens, so the comparison is
+of prices for the same work (a different model would answer at a different length; the gateway
+cannot know that length without sending the request).
 
 Usage::
 
@@ -36,7 +38,6 @@ from sqlalchemy import select
 from service.dashboard.outcomes import OutcomeIndex, Outcomes
 from service.db.models import ApiKeyRow, RequestRecordRow
 from service.request_log import text_sha256 as _sha
-from service.routing.engine import DEFAULT_COMPLETION_TOKENS
 from service.routing.registry import Pool, PoolEntry
 
 if TYPE_CHECKING:
@@ -77,11 +78,10 @@ def pool_datasets(pool: Pool) -> list[str]:
 
 
 def best_cost(entry: PoolEntry, r: RequestRecordRow) -> float:
-    """What ``r`` would have cost on ``entry``: its real prompt, the model's usual completion."""
-    completion = entry.mean_completion_tokens or DEFAULT_COMPLETION_TOKENS
-    if r.budget_granted:
-        completion = min(completion, float(r.budget_granted))
-    return entry.cost_usd(r.prompt_tokens, completion)
+    """What ``r`` would have cost on ``entry``: its prices on the request's real prompt and
+    completion tokens (the same request under the same ``max_tokens``; a model's mean completion
+    length from its evaluations ignores that cap and overstated the saving several-fold)."""
+    return entry.cost_usd(r.prompt_tokens, r.completion_tokens)
 
 
 def best_single_model(records: list[RequestRecordRow]) -> str | None:
@@ -189,8 +189,7 @@ class DashboardData:
             "since": _iso(w.since),
             "best_model": best,
             "best_model_rule": "highest mean predicted p_correct over the same routed requests; "
-            "its cost: its prices on each request's real prompt tokens and its mean completion "
-            "tokens",
+            "its cost: its prices on each request's real prompt and completion tokens",
             "overall": savings_block(records, best, pool, idx),
             "per_key": per_key,
         }

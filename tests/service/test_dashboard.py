@@ -41,7 +41,12 @@ def _chat(gw: Gateway, text: str, *, key: str | None = None, **body: object) -> 
         json={"model": "junction/auto", "messages": [{"role": "user", "content": text}], **body},
     )
     assert r.status_code == 200, r.text
-    return dict(r.headers)
+    usage = r.json()["usage"]
+    return {
+        **r.headers,
+        "prompt": str(usage["prompt_tokens"]),
+        "completion": str(usage["completion_tokens"]),
+    }
 
 
 def test_dashboard_data_needs_the_admin_token(gateway: Gateway) -> None:
@@ -68,15 +73,18 @@ def test_savings_per_key_against_the_best_single_model(gateway: Gateway, fake_a)
     _pool(gateway, fake_a)
     key = gateway.admin("POST", "/admin/keys", json={"name": "tenant-a"}).json()
     billed: dict[str, list[float]] = {"admin token": [], "tenant-a": []}
+    tokens: list[tuple[int, int]] = []
     served: list[str] = []
     # lambda 0 picks alpha (p 0.75); a large lambda picks the cheap beta (p 0.25).
     for i, lam in enumerate((0.0, 0.0, 1e5, 1e5, 1e5)):
         h = _chat(gateway, f"question {i}", routing={"lambda": lam})
         billed["admin token"].append(float(h["x-junction-cost-usd"]))
+        tokens.append((int(h["prompt"]), int(h["completion"])))
         served.append(h["x-junction-model"])
     for i in range(3):
         h = _chat(gateway, f"tenant question {i}", key=key["key"], routing={"lambda": 1e5})
         billed["tenant-a"].append(float(h["x-junction-cost-usd"]))
+        tokens.append((int(h["prompt"]), int(h["completion"])))
         served.append(h["x-junction-model"])
     # A request that names its model is recorded but is not routed traffic.
     r = gateway.client.post(
@@ -93,9 +101,11 @@ def test_savings_per_key_against_the_best_single_model(gateway: Gateway, fake_a)
     assert overall["requests"] == 9 and overall["routed_requests"] == 8
     routed = billed["admin token"] + billed["tenant-a"]
     assert overall["routed_cost_per_1k_usd"] == pytest.approx(1000 * sum(routed) / 8)
-    # alpha's price on each routed request's real prompt tokens and alpha's mean completion.
+    # alpha's prices on each routed request's real prompt and completion tokens.
     alpha = gateway.c.engine.pool.get("alpha")
     assert alpha is not None
+    want = 1000 * sum(alpha.cost_usd(p, c) for p, c in tokens) / 8
+    assert overall["best_model_cost_per_1k_usd"] == pytest.approx(want)
     rows = gateway.admin("GET", "/dashboard/api/overview").json()
     assert rows["requests"] == 9
     assert overall["best_model_cost_per_1k_usd"] > overall["routed_cost_per_1k_usd"]

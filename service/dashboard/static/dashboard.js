@@ -199,10 +199,18 @@
     if (!runs.length) {
       empty("federation", "No federated runs found. Run: junction federate simulate --out " + (fed.folders[0] || "DIR") + "/NAME");
     } else {
-      plot("federation", runs.map((r) => ({
-        type: "scatter", mode: "lines+markers", name: `${r.name} (${r.clients} clients)`,
-        x: r.rounds.map((p) => p.round), y: r.rounds.map((p) => p.auc), line: { color: colour(r.name) },
-      })), { xaxis: { title: { text: "round" } }, yaxis: { title: { text: "AUC (global test)" } } });
+      const traces = [];
+      for (const r of runs) {
+        const xs = r.rounds.map((p) => p.round);
+        traces.push({ type: "scatter", mode: "lines+markers", name: `${r.name} (${r.clients} clients)`,
+          x: xs, y: r.rounds.map((p) => p.auc), line: { color: colour(r.name) } });
+        if (r.centralized_auc !== null && r.centralized_auc !== undefined) {
+          traces.push({ type: "scatter", mode: "lines", name: `${r.name}: centralised`, x: [Math.min(...xs), Math.max(...xs)],
+            y: [r.centralized_auc, r.centralized_auc], line: { color: colour(r.name), dash: "dot", width: 1 } });
+        }
+      }
+      plot("federation", traces, { xaxis: { title: { text: "round" } }, yaxis: { title: { text: "AUC (global test)" } },
+        legend: { orientation: "h", y: 1.15, font: { size: 10 } }, margin: { l: 52, r: 12, t: 28, b: 40 } });
     }
     $("federation-table").innerHTML = fed.runs.length ? "<table><thead><tr><th>run</th><th>router</th><th>logs</th><th class=num>clients</th><th class=num>rounds</th><th class=num>federated / centralised AUC</th></tr></thead><tbody>" +
       fed.runs.map((r) => `<tr><td>${esc(r.name)}</td><td>${esc(r.router)}</td><td>${esc(r.logs)}</td><td class=num>${esc(r.clients)}</td><td class=num>${esc(r.rounds_planned)}</td>` +
