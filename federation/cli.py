@@ -135,6 +135,7 @@ def _results(args: argparse.Namespace) -> int:
         chosen=CHOSEN_MLP,
         reruns=reruns,
         plots=plots,
+        notes=(runs.parent / "NOTES.md").read_text() if (runs.parent / "NOTES.md").exists() else "",
     )
     out.write_text(text)
     sys.stdout.write(json.dumps({"runs": len(reports), "out": str(out)}) + "\n")

@@ -238,12 +238,14 @@ def results_markdown(
     chosen: str,
     reruns: dict[str, bool],
     plots: list[str],
+    notes: str = "",
 ) -> str:
     """``federation/RESULTS.md`` from the committed per-run reports (name -> report.json).
 
     ``logs``: short name -> description; ``methods``: the MLP methods compared on validation;
     ``chosen``: the one the main rows use; ``reruns``: run name -> whether a second run of its
-    command gave a byte-identical report; ``plots``: plot files written beside RESULTS.md.
+    command gave a byte-identical report; ``plots``: plot files written beside RESULTS.md;
+    ``notes``: hand-written reading of the figures (``federation/results/NOTES.md``), appended.
     """
     any_r = next(iter(reports.values()))
     lines = [
@@ -305,11 +307,14 @@ def results_markdown(
     lines.append(
         "| mean federated | " + " | ".join(f"{_mean(means[m]):.4f}" for m in methods) + " |"
     )
+    complete = [m for m in methods if len(means[m]) == len(logs)]
+    best = max(complete, key=lambda m: _mean(means[m])) if complete else "none (runs missing)"
     lines += [
         "",
-        f"Kept: **{chosen}** (the main rows below use it; the others are reported here and in "
-        "the table of every run). Test figures of the seed-0 runs of every method are in "
-        "that table too; none of them was used to choose.",
+        f"Best mean validation AUC of the federated router: **{best}**. Kept: **{chosen}** (the "
+        "main rows below use it; the others are reported here and in the table of every run). "
+        "Test figures of the seed-0 runs of every method are in that table too; none of them "
+        "was used to choose.",
         "",
         "## Main runs: mean over seeds 0-2 (test AUC, per-seed figures in brackets)",
         "",
@@ -402,6 +407,8 @@ def results_markdown(
                     f"personalisation calibration sets {j['personalisation_calibration_queries']} "
                     "queries."
                 )
+    if notes:
+        lines += ["", notes.strip()]
     lines += ["", "## Every run", "", results_table(reports)]
     if plots:
         lines += ["Plots (drawn from the reports by the same command): "]
