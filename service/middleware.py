@@ -14,6 +14,7 @@ per-request cost stays a few function calls.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -191,7 +192,9 @@ class CatchAll:
                     "unhandled error on %s %s", scope.get("method"), scope.get("path"), exc_info=exc
                 )
             if started:
-                # Headers are out: nothing valid can follow; end the body instead of the socket.
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
+                # Headers are out: nothing valid can follow; end the body instead of the socket
+                # (if the response already ended, there is nothing left to do).
+                with contextlib.suppress(Exception):
+                    await send({"type": "http.response.body", "body": b"", "more_body": False})
                 return
             await send_error(send, err)

@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+FLOAT32_MAX = 3.4028234663852886e38  # embeddings are stored as float32
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,199}$"
 
 
@@ -52,6 +53,14 @@ class EvaluationIn(Strict):
     prompt_tokens: int | None = Field(default=None, ge=0, le=2**31 - 1)
     completion_tokens: int | None = Field(default=None, ge=0, le=2**31 - 1)
     category: str | None = Field(default=None, max_length=200)
+
+    @field_validator("embedding")
+    @classmethod
+    def _float32(cls, v: list[float] | None) -> list[float] | None:
+        # Stored as float32: 1e300 is finite here but inf there (found by the fuzz suite).
+        if v is not None and any(not -FLOAT32_MAX <= x <= FLOAT32_MAX for x in v):
+            raise ValueError("embedding values must fit a 32-bit float (|x| < 3.4e38)")
+        return v
 
     @field_validator("score")
     @classmethod

@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 INT32_MAX = 2**31 - 1  # token counts are INTEGER columns (PostgreSQL: 32-bit)
+FLOAT32_MAX = 3.4028234663852886e38  # embeddings are stored as float32
 
 
 class EvaluationLogRow(BaseModel):
@@ -25,6 +26,14 @@ class EvaluationLogRow(BaseModel):
     category: str | None = Field(default=None, max_length=200)
     client_id: str | None = Field(default=None, max_length=200)
     timestamp: str | float | None = None
+
+    @field_validator("embedding")
+    @classmethod
+    def _float32(cls, v: list[float] | None) -> list[float] | None:
+        # Stored as float32: 1e300 is finite here but inf there (found by the fuzz suite).
+        if v is not None and any(not -FLOAT32_MAX <= x <= FLOAT32_MAX for x in v):
+            raise ValueError("embedding values must fit a 32-bit float (|x| < 3.4e38)")
+        return v
 
     @field_validator("score")
     @classmethod

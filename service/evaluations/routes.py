@@ -83,7 +83,17 @@ async def _admit_rows(c: Components, principal: Principal, rows: int) -> None:
         )
 
 
-@router.post("", status_code=201)
+@router.post(
+    "",
+    status_code=201,
+    # The body is parsed by hand (parse_json_object first); the document still describes it.
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": EvaluationBatch.model_json_schema()}},
+        }
+    },
+)
 async def post_evaluations(
     request: Request,
     c: ComponentsDep,

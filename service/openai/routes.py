@@ -33,11 +33,17 @@ async def chat_completions(
     return await c.openai.create(raw, request.headers, principal, kind="chat")
 
 
-@router.post("/v1/completions")
+_COMPLETION_DOC = {
+    "requestBody": {
+        "content": {"application/json": {"schema": CompletionRequest.model_json_schema()}}
+    }
+}
+
+
+@router.post("/v1/completions", openapi_extra=_COMPLETION_DOC)
 @router.post("/completions", include_in_schema=False)
 async def completions(request: Request, c: ComponentsDep, principal: AdmittedClientDep) -> Response:
     """OpenAI (legacy) text completions, routed the same way."""
-    _ = CompletionRequest  # the schema the body is validated against
     raw = await request.body()
     return await c.openai.create(raw, request.headers, principal, kind="completion")
 

@@ -93,6 +93,8 @@ def _row(**kw: object) -> dict[str, object]:
         _row(prompt_tokens=2**31 + 5),  # wider than PostgreSQL's INTEGER
         _row(query_id="nul\x00inside"),
         _row(category="\x00"),
+        # finite as a double, infinite as the float32 it is stored as (found by the fuzz suite)
+        {**_row(embedding=[1e300] * 384), "query": None},
     ],
 )
 def test_out_of_range_integers_and_nul_are_refused_before_storage(
