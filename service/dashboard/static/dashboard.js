@@ -14,7 +14,8 @@
     xaxis: { gridcolor: "#eef1f6", zeroline: false }, yaxis: { gridcolor: "#eef1f6", zeroline: false },
     legend: { orientation: "h", y: -0.2, font: { size: 10 } }, hoverlabel: { font: { size: 11 } },
   };
-  const CONFIG = { displaylogo: false, responsive: true, modeBarButtonsToRemove: ["lasso2d", "select2d"] };
+  // No mode bar (it covered the top right of each chart); drag to zoom, double-click to reset.
+  const CONFIG = { displaylogo: false, responsive: true, displayModeBar: false };
   const $ = (id) => document.getElementById(id);
   const colours = {};
   let timer = null;
@@ -91,15 +92,17 @@
 
   function renderMap(pool) {
     if (!pool.length) return empty("map", "No models registered.");
-    // Label what matters (live backends, models with traffic) when the pool is crowded; every
-    // model keeps its name on hover.
-    const labelAll = pool.length <= 10;
+    // Every model is labelled (small, grey; full details on hover); neighbours along x take
+    // turns above and below their point so that labels in a cluster overlap less.
+    const order = pool.map((m, i) => [m.x, i]).sort((a, b) => a[0] - b[0]).map(([, i]) => i);
+    const place = {};
+    order.forEach((i, k) => { place[pool[i].name] = ["top center", "bottom center"][k % 2]; });
     const traces = {};
     for (const m of pool) {
       const key = m.backend === "openai" ? "live backend" : "replay (data-set model)";
-      const t = traces[key] || (traces[key] = { x: [], y: [], text: [], hovertext: [], customdata: [], marker: { size: [], color: [], line: { color: [], width: 2 } } });
-      t.x.push(m.x); t.y.push(m.y); t.hovertext.push(m.name);
-      t.text.push(labelAll || m.requests > 0 || m.backend === "openai" ? m.name : "");
+      const t = traces[key] || (traces[key] = { x: [], y: [], text: [], hovertext: [], textposition: [], customdata: [], marker: { size: [], color: [], line: { color: [], width: 2 } } });
+      t.x.push(m.x); t.y.push(m.y); t.hovertext.push(m.name); t.text.push(m.name);
+      t.textposition.push(place[m.name]);
       const near = m.neighbours.map((n) => `${n.model} (${n.distance.toFixed(2)})`).join("<br>  ");
       t.customdata.push([m.input_per_mtok, m.output_per_mtok, m.health, near || "–", m.requests, m.num_evaluations]);
       t.marker.size.push(11 + Math.min(26, 4 * Math.sqrt(m.requests)));
@@ -108,7 +111,7 @@
     }
     const data = Object.entries(traces).map(([name, t]) => ({
       type: "scatter", mode: "markers+text", name, x: t.x, y: t.y, text: t.text, hovertext: t.hovertext, customdata: t.customdata,
-      textposition: "top center", textfont: { size: 10, color: "#4b5563" },
+      textposition: t.textposition, textfont: { size: 9, color: "#6b7685" },
       marker: Object.assign({ symbol: name === "live backend" ? "diamond" : "circle", opacity: 0.9 }, t.marker),
       hovertemplate: "<b>%{hovertext}</b><br>price: $%{customdata[0]} / $%{customdata[1]} per M tokens (in / out)" +
         "<br>health: %{customdata[2]}<br>requests served: %{customdata[4]}<br>evaluations: %{customdata[5]}" +
