@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -158,6 +159,8 @@ class FlowerBackend:
         from flwr.simulation import run_simulation
         from tqdm import tqdm
 
+        # Ray warns (FutureWarning) about a GPU env-var default it is changing; we use no GPUs.
+        os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
         if not experiments:
             return []
         sink: dict[str, list[FedResult]] = {}

@@ -215,7 +215,7 @@ def run(
 
     # 4. the federated run on Flower against in-process
     flower: dict[str, Any] = {"skipped": True}
-    if cfg.flower_agents > 0 and backend is not None:
+    if cfg.flower_agents > 0 and getattr(backend, "name", "in-process") != "in-process":
         fa = cfg.flower_agents
         prob = problems["riverswim"]
         r0 = search(cfg, prob, agents=fa, seed=seeds[0])

@@ -61,9 +61,14 @@ def _pieces(bounds: np.ndarray, ps: list[np.ndarray], rs: list[np.ndarray]) -> P
 
 
 def switching(*, seed: int, horizon: int, changes: int, states: int, actions: int) -> PiecewiseMDP:
-    """``changes`` switches at evenly spaced times, each to a fresh random MDP."""
+    """``changes`` switches at random times (so no restart period can line up with them), each
+    to a fresh random MDP. The times are drawn from the horizon's own stream, so all seeds of a
+    batch share them."""
     rng = np.random.default_rng([seed, 1])
-    bounds = np.linspace(0, horizon, changes + 2).round()
+    times = np.random.default_rng([horizon, changes, 3]).choice(
+        np.arange(1, horizon), size=changes, replace=False
+    )
+    bounds = np.concatenate([[0], np.sort(times), [horizon]]).astype(float)
     ps, rs = zip(*(random_ergodic(rng, states, actions) for _ in range(changes + 1)), strict=True)
     return _pieces(bounds, list(ps), list(rs))
 

@@ -105,7 +105,7 @@ def run(
     bar.close()
 
     flower: dict[str, Any] = {"skipped": True}
-    if cfg.flower and backend is not None:
+    if cfg.flower and getattr(backend, "name", "in-process") != "in-process":
         ref = InProcessBackend().run(headline)
         tf = time.time()
         got = backend.run(headline, progress=progress)
