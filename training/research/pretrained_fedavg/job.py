@@ -28,7 +28,7 @@ JOB_NAME = "pretrained-fedavg"
 
 
 def _quick(cfg: PretrainedFedAvgConfig) -> PretrainedFedAvgConfig:
-    return replace(cfg, rounds=40, aligned_fractions="0,0.5,1", digits_rounds=15, test_size=1000)
+    return replace(cfg, rounds=30, aligned_fractions="0,0.5,1", digits_rounds=10, test_size=1000)
 
 
 def run(
