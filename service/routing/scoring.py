@@ -83,14 +83,16 @@ class LocusScorer:
             from training.routers.locus_kr import KRParams
 
             self.kr = KRParams.from_json(routing.get("params", {}))
-        # model name -> (embedding bytes, evidence array id, Evidence): built once per model
-        self._evidence: dict[str, tuple[bytes, int, Evidence]] = {}
+        # model name -> (embedding bytes, evidence array id, group key, Evidence), built once per
+        # model; models whose evaluations are on the same queries (the shipped pool) share a group,
+        # so a query is compared with those queries once.
+        self._evidence: dict[str, tuple[bytes, int, bytes, Evidence]] = {}
 
     def supports(self, model: str) -> bool:  # noqa: ARG002 - every embedded model
         return True
 
-    def evidence(self, entry: PoolEntry) -> Evidence | None:
-        """The model's evaluations with LOCUS's residuals, cached until its row changes."""
+    def evidence(self, entry: PoolEntry) -> tuple[bytes, Evidence] | None:
+        """The model's evaluations with LOCUS's residuals (and their group), cached per row."""
         if entry.evidence_X is None or entry.evidence_y is None or not len(entry.evidence_y):
             return None
         from training.routers.locus_kr import Evidence
@@ -100,9 +102,10 @@ class LocusScorer:
         if hit is None or hit[:2] != key:
             X = entry.evidence_X.astype(np.float32)
             own = self.embedder.predict(entry.embedding[None], X)[:, 0]
-            hit = (*key, Evidence.build(X, entry.evidence_y, own))
+            group = hashlib.sha256(entry.evidence_X.tobytes()).digest()
+            hit = (*key, group, Evidence.build(X, entry.evidence_y, own))
             self._evidence[entry.name] = hit
-        return hit[2]
+        return hit[2], hit[3]
 
     def p_correct(self, pool: Pool, names: list[str], X: Array) -> Array:
         if not names:
@@ -110,15 +113,21 @@ class LocusScorer:
         p = np.asarray(self.embedder.predict(pool.embeddings(names), X), dtype=np.float32)
         if self.kr is None:
             return p
-        from training.routers.locus_kr import kr_predict, penalise, unit
+        from training.routers.locus_kr import kr_predict, penalise, sorted_neighbours, unit
 
         Xu = unit(X)
         means = []
+        neighbours: dict[bytes, Any] = {}
         for col, name in enumerate(names):
             entry = pool.get(name)
-            ev = None if entry is None else self.evidence(entry)
-            if ev is not None:
-                p[:, col] = kr_predict(ev, p[:, col], self.kr, X=Xu)
+            found = None if entry is None else self.evidence(entry)
+            if found is not None:
+                group, ev = found
+                if group not in neighbours:
+                    neighbours[group] = (
+                        sorted_neighbours(Xu @ ev.X.T, self.kr.k) if self.kr.k else None
+                    )
+                p[:, col] = kr_predict(ev, p[:, col], self.kr, neighbours=neighbours[group])
             mean = None if entry is None else entry.evidence_mean
             means.append(-np.inf if mean is None else mean)
         if np.isfinite(means).any():
