@@ -194,7 +194,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     r.add_argument(
         "--plot",
         action="append",
-        default=["rb_mlp_shared_s0", "mm22skew_mlp_shared_s0", "mm22skew_kmeans_s0"],
+        default=["rb_mlp_avg_s0", "mm22skew_mlp_avg_s0", "mm22skew_kmeans_s0"],
         help="runs whose plots to draw beside it",
     )
     r.set_defaults(handler=_results)

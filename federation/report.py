@@ -307,11 +307,18 @@ def results_markdown(
     lines.append(
         "| mean federated | " + " | ".join(f"{_mean(means[m]):.4f}" for m in methods) + " |"
     )
-    complete = [m for m in methods if len(means[m]) == len(logs)]
-    best = max(complete, key=lambda m: _mean(means[m])) if complete else "none (runs missing)"
+    shared_logs = [lg for lg in logs if all(f"{lg}_mlp_{m}_s0" in reports for m in methods)]
+
+    def val_mean(m: str) -> float:
+        return _mean([reports[f"{lg}_mlp_{m}_s0"]["val_auc"]["federated"] for lg in shared_logs])
+
+    best = max(methods, key=val_mean) if shared_logs else "none (runs missing)"
     lines += [
         "",
-        f"Best mean validation AUC of the federated router: **{best}**. Kept: **{chosen}** (the "
+        f"Best mean validation AUC of the federated router over the logs where every method ran "
+        f"({', '.join(shared_logs) or 'none'}): **{best}**"
+        + (" (" + ", ".join(f"{m} {val_mean(m):.4f}" for m in methods) + ")" if shared_logs else "")
+        + f". Kept: **{chosen}** (the "
         "main rows below use it; the others are reported here and in the table of every run). "
         "Test figures of the seed-0 runs of every method are in that table too; none of them "
         "was used to choose.",
