@@ -100,10 +100,10 @@ def test_dashboard_in_chromium(
     page.fill("#token", "not-the-token")
     page.click("#login-form button")
     page.wait_for_selector("#login-error:has-text('not accepted')")
-    problems = [p for p in problems if "401" not in p]  # the refused call, as intended
     page.fill("#token", ADMIN_TOKEN)
     page.click("#login-form button")
     page.wait_for_selector("body[data-ready='true']", timeout=30_000)
+    page.uncheck("#autorefresh")  # no timed refresh re-rendering what the test clicks
     assert _map_models(page) == {"alpha", "beta", "gamma"}
     share = page.evaluate("() => document.getElementById('share').data.map(t => t.name)")
     assert set(share) == {"alpha", "beta"}
@@ -137,6 +137,7 @@ def test_dashboard_in_chromium(
     assert r.status_code == 201, r.text
     page.reload()  # signed in still: the token is in this tab's sessionStorage
     page.wait_for_selector("body[data-ready='true']", timeout=30_000)
+    page.uncheck("#autorefresh")
     page.click("button[data-activate='mlp-demo']")
     page.wait_for_selector("#router-result.ok", timeout=60_000)
     assert "mlp-demo v1 is active" in page.inner_text("#router-result")
@@ -152,4 +153,6 @@ def test_dashboard_in_chromium(
         keep = Path(os.environ["JUNCTION_TEST_ARTIFACTS"])
         keep.mkdir(parents=True, exist_ok=True)
         shutil.copy(shot, keep / "dashboard.png")
-    assert problems == [], problems
+    # The refused token's calls log "status of 401" (as intended; they may arrive late, so they
+    # are dropped here, not when refused). A 401 after sign-in would have signed the page out.
+    assert [p for p in problems if "status of 401" not in p] == [], problems
