@@ -313,3 +313,18 @@ def test_records_and_savings_on_postgres(tmp_path: Path, postgres_url: str, fake
         assert s["overall"]["routed_cost_per_1k_usd"] == pytest.approx(1000 * sum(costs) / 3)
         ov = gw.admin("GET", "/dashboard/api/overview").json()
         assert sum(sum(m["requests"]) for m in ov["traffic"]["models"].values()) == 3
+
+
+def test_bad_dashboard_input_gets_the_error_shape(gateway: Gateway) -> None:
+    assert_error_shape(gateway.admin("GET", "/dashboard/api/overview?hours=0"), 400)
+    assert_error_shape(gateway.admin("GET", "/dashboard/api/savings?hours=abc"), 400)
+    err = assert_error_shape(gateway.admin("GET", "/dashboard/api/frontier?router=nope"), 400)
+    assert "nope" in err["message"]
+    for body, name in (
+        (b"\xff\xfe\x00garbage", "e.jsonl"),
+        (b"[1, 2]\n", "e.jsonl"),
+        (b"", "e.csv"),
+    ):
+        r = gateway.admin("POST", f"/dashboard/api/evaluations/parse?filename={name}", content=body)
+        assert_error_shape(r, 400)
+    assert_error_shape(gateway.admin("POST", "/dashboard/api/evaluations/parse"), 400)
