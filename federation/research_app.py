@@ -82,24 +82,32 @@ def make_research_client_app() -> ClientApp:
     return app
 
 
-def _wait_clients(grid: Grid, n: int) -> dict[int, int]:
-    """client id -> node id, asking every node for its partition id."""
+def _wait_clients(grid: Grid, n: int, timeout: float = 600) -> dict[int, int]:
+    """client id -> node id for clients 0..n-1, asking nodes for their partition id until all
+    have answered (a loaded machine can leave a first round of replies incomplete)."""
     import time
 
-    deadline = time.monotonic() + 120
-    while len(nodes := sorted(grid.get_node_ids())) < n:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"only {len(nodes)} of {n} research clients connected")
-        time.sleep(0.2)
-    msgs = [
-        Message(content=RecordDict({}), message_type="query.hello", dst_node_id=node)
-        for node in nodes
-    ]
+    deadline = time.monotonic() + timeout
     out: dict[int, int] = {}
-    for r in grid.send_and_receive(msgs, timeout=120):
-        if r.has_error():
-            raise RuntimeError(f"node {r.metadata.src_node_id} failed: {r.error.reason}")
-        out[int(r.content.metric_records["metrics"]["client"])] = r.metadata.src_node_id  # type: ignore[arg-type]
+    while len(out) < n:
+        if time.monotonic() > deadline:
+            raise TimeoutError(
+                f"only {len(out)} of {n} research clients answered in {timeout:.0f} s"
+            )
+        known = set(out.values())
+        nodes = [node for node in sorted(grid.get_node_ids()) if node not in known]
+        if not nodes:
+            time.sleep(0.2)
+            continue
+        msgs = [
+            Message(content=RecordDict({}), message_type="query.hello", dst_node_id=node)
+            for node in nodes
+        ]
+        for r in grid.send_and_receive(msgs, timeout=60):
+            if r.has_error():
+                log.warning("node %d: %s", r.metadata.src_node_id, r.error.reason)
+                continue
+            out[int(r.content.metric_records["metrics"]["client"])] = r.metadata.src_node_id  # type: ignore[arg-type]
     return out
 
 
@@ -136,6 +144,9 @@ def run_experiments(
                     _arrays(r.content.array_records["arrays"]),
                     float(m["weight"]),  # type: ignore[arg-type]
                 )
+            missing = sorted(set(range(exp.clients)) - set(replies))
+            if missing:  # never average over a partial round: results must match in-process
+                raise RuntimeError(f"{exp.name}: clients {missing} did not reply in time")
             arrays = weighted_mean([replies[c] for c in sorted(replies)])
             if exp.keep_history:
                 history.append(arrays)

@@ -19,7 +19,7 @@ import math
 import platform
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -151,10 +151,6 @@ def write_report(
     (out / "report.json").write_text(json.dumps(report, indent=1) + "\n")
     (out / "summary.md").write_text(summary_markdown(job, claims, notes=notes, plots=plots))
     return report
-
-
-def claims_dict(claims: Sequence[Claim]) -> list[dict[str, Any]]:
-    return [jsonable(asdict(c)) for c in claims]
 
 
 def plt_module() -> Any:

@@ -56,6 +56,9 @@ class PretrainedFedAvgConfig:
         default=30, metadata={"help": "full-batch epochs of pre-training on the other digits"}
     )
     flower: bool = field(default=True, metadata={"help": "repeat seed 0's headline runs on Flower"})
+    flower_runs: int = field(
+        default=4, metadata={"help": "how many of seed 0's four headline runs Flower repeats"}
+    )
 
     def fraction_list(self) -> list[float]:
         return [float(x) for x in self.aligned_fractions.split(",")]
