@@ -267,6 +267,7 @@ def run_soak(cfg: SoakConfig, *, log: Any = None) -> dict[str, Any]:
     procs = {name: _backend(ports[name], *backend_args[name]) for name in ports}
     gateway: subprocess.Popen[bytes] | None = None
     rep = SoakReport(config=asdict(cfg))
+    gateway_log = (folder / "gateway.log").open("wb")
     try:
         for name, url in urls.items():
             wait_until_up(url + "/models", timeout_s=60, name=name)
@@ -298,7 +299,7 @@ def run_soak(cfg: SoakConfig, *, log: Any = None) -> dict[str, Any]:
                 "error",
             ],
             env=env,
-            stdout=(folder / "gateway.log").open("wb"),
+            stdout=gateway_log,
             stderr=subprocess.STDOUT,
         )
         base = f"http://127.0.0.1:{gport}"
@@ -367,6 +368,8 @@ def run_soak(cfg: SoakConfig, *, log: Any = None) -> dict[str, Any]:
                     p.wait(15)
                 except subprocess.TimeoutExpired:
                     p.kill()
+                    p.wait(15)
+        gateway_log.close()
 
 
 def format_soak(report: dict[str, Any]) -> str:
