@@ -141,7 +141,7 @@ def test_new_clients_join_then_model_expansion_trains_only_the_new_head(tmp_path
     new = "gpt-4-1106-preview"
     cfg = small(router="mlp", seed=0, expand_model=new, expand_rounds=5, new_clients=1)
     r = simulate(cfg, tmp_path, progress=False)
-    # client 3 joins after 15 rounds: the router gets better on its data, not worse globally
+    # client 3 joins after 15 rounds and trains in every one of the 10 join rounds
     joined = r["new_clients"]
     assert joined["clients"] == [3]
     assert [a["clients"] for a in r["aggregation"]["join"]] == [[0, 1, 2, 3]] * 10
