@@ -7,9 +7,13 @@ definition. Defaults follow the federated-routing paper (NOTES.md (b)) where it 
 
 Groups:
 - data: ``logs`` (a built-in data set or any evaluation-log file), ``clients``, ``alpha`` (task
-  Dirichlet), ``model-alpha`` (logging-policy Dirichlet), ``test-frac``, ``seed``;
-- router: ``router`` (mlp | kmeans) and its knobs;
-- FedAvg: ``rounds``, ``participation``, ``local-epochs``;
+  Dirichlet), ``model-alpha`` (logging-policy Dirichlet; small = strong per-client model skew),
+  ``test-frac``, ``seed`` (every random choice of a run derives from it), ``held-out`` (the log's
+  onboarding models: exclude, the default, or include);
+- router: ``router`` (mlp | kmeans) and its knobs; MLP ``head`` (per-model | shared),
+  ``model-dim``, ``prox-mu`` (FedProx);
+- FedAvg: ``rounds``, ``participation``, ``local-epochs``, ``client-dropout``, the server step
+  ``server-opt`` (avg | momentum | adam) with ``server-lr`` and ``server-momentum``;
 - robustness: ``robust`` (none | clip | trimmed), ``clip-factor``, ``trim-frac``;
 - simulation-only fault injection: ``attack`` (none | scale100 | nan) on ``attack-client``.
 
