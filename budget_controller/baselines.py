@@ -10,7 +10,10 @@ Each is an ``env.Allocator`` (state, turn) -> asked tokens, built for one batch 
   to come (it knows ``T`` but not the future questions).
 - ``oracle``: knows every turn's needed length for the episode's solver (not correctness): it
   grants exactly the needed lengths when they fit into ``B`` and spends nothing otherwise. A
-  lower bound on the tokens any allocator needs for its accuracy.
+  lower bound on the tokens any allocator needs for its (whole-problem) accuracy.
+- ``oracle_turn``: the same knowledge, for per-turn accuracy: it answers the most turns that fit
+  into ``B`` (the shortest first), each with exactly its needed length, and spends nothing on the
+  others. Both oracles skip turns; they are bounds, not something a gateway could serve.
 
 Usage::
 
@@ -66,5 +69,23 @@ def oracle(p: Problems, env: ReplayEnv) -> Allocator:
 
     def allocate(_s: TurnState, t: int) -> FloatArray:
         return np.where(fits, need[:, t], 0.0).astype(np.float32)
+
+    return allocate
+
+
+def oracle_turn(p: Problems, env: ReplayEnv) -> Allocator:
+    need, _ = env.needed(p)
+    active = p.questions >= 0
+    # The shortest turns first, as many as fit into B: the most turns B can finish.
+    order = np.argsort(np.where(active, need, np.inf), axis=1, kind="stable")
+    ranked = np.take_along_axis(np.where(active, need, 0.0), order, axis=1)
+    fits_sorted = (np.cumsum(ranked, axis=1) <= p.budget[:, None]) & np.take_along_axis(
+        active, order, axis=1
+    )
+    fits = np.zeros_like(fits_sorted)
+    np.put_along_axis(fits, order, fits_sorted, axis=1)
+
+    def allocate(_s: TurnState, t: int) -> FloatArray:
+        return np.where(fits[:, t], need[:, t], 0.0).astype(np.float32)
 
     return allocate

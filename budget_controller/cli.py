@@ -76,10 +76,7 @@ def _eval(args: argparse.Namespace) -> int:
         train_cfg=dataclass_from_args(TrainConfig, args, prefix="train_"),
     )
     summary = {
-        "tokens_saved_vs_static": {
-            m: {k: report["tokens_saved_vs_static"][m][k] for k in ("mean", "std")}
-            for m in ("tab", "tab_all_subq")
-        },
+        "summary": report["summary"],
         "targets": report["targets"],
         "report": str(args.out / "report.json"),
     }

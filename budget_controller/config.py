@@ -6,10 +6,17 @@ where our setting allows, and say where they had to change:
 - Budget levels: the paper picks from {256, 512, 1024, 2048, 4096} tokens for a reasoning solver.
   Our solvers' recorded MMLU-Pro answers are far shorter (median 83 SmolLM2 tokens, long tail),
   so a level is a multiple of the sub-question's length as predicted from its embedding
-  (``length.py``; the multiples span 1x to 6x, plus 0 = "skip": one token); the global budgets
-  are multiples of the median length per turn. With absolute levels (median * 2**k) GRPO from a
-  uniform policy found too few solved problems (about 3%) to learn from in minutes.
-- Reward: the paper's ``acc - lambda * max(0, sum_t b_t - B)`` (lambda = 0.001 per token for
+  (``length.py``; the multiples span 1x to 8x); the global budgets are multiples of the median
+  length per turn. With absolute levels (median * 2**k) GRPO from a uniform policy found too few
+  solved problems (about 3%) to learn from in minutes.
+- One action set for training, evaluation and serving: every level is at least the predicted
+  length, so every turn gets a real attempt (or all that is left of ``B``). There is no "skip"
+  (a one-token grant once a problem is lost): the gateway never gives up a person's turn, so a
+  policy trained with one would be served with an action set it never learnt.
+- Reward: the answer is worth something turn by turn, as in a conversation with a person (a
+  later turn is still worth answering after an earlier one failed): ``problem_weight`` mixes the
+  fraction of turns answered correctly with whole-problem success.
+- The paper's penalty ``acc - lambda * max(0, sum_t b_t - B)`` (lambda = 0.001 per token for
   budgets in the thousands) is kept as ``over_penalty`` per budget-fraction, plus a small
   ``token_cost`` per budget-fraction actually generated: the controller clamps every turn to what
   is left (as the gateway must), so the hinge alone never asks the policy to save tokens.
@@ -45,8 +52,8 @@ class EnvConfig:
         metadata={"help": "global budgets B as multiples of turns * median length (eval grid)"},
     )
     levels: str = field(
-        default="0,1,1.5,2,3,4,6",
-        metadata={"help": "actions: multiples of the predicted length (0 = skip the turn)"},
+        default="1,1.25,1.5,2,2.5,3,4,6,8",
+        metadata={"help": "actions: multiples (>= 1) of the predicted length; no skip action"},
     )
 
     def __post_init__(self) -> None:
@@ -54,6 +61,11 @@ class EnvConfig:
             raise ValueError("need 1 <= min_turns <= max_turns")
         if not self.solver_list:
             raise ValueError("at least one solver model is needed")
+        if not self.level_list or min(self.level_list) < 1:
+            raise ValueError(
+                "levels are multiples >= 1 of the predicted length: every turn gets a real "
+                "attempt (the gateway never skips a turn, so neither does training)"
+            )
 
     @property
     def solver_list(self) -> list[str]:
@@ -75,7 +87,7 @@ class PolicyConfig:
     embed_dim: int = field(default=384, metadata={"help": "query embedding size (MiniLM)"})
     proj_dim: int = field(default=32, metadata={"help": "each embedding is projected to this"})
     hidden: int = field(default=128, metadata={"help": "MLP width"})
-    num_levels: int = field(default=6, metadata={"help": "number of budget levels (actions)"})
+    num_levels: int = field(default=9, metadata={"help": "number of budget levels (actions)"})
     all_subq: bool = field(
         default=False, metadata={"help": "TAB All-SubQ: also see the remaining sub-questions"}
     )
@@ -87,7 +99,11 @@ class TrainConfig:
 
     seed: int = field(default=0, metadata={"help": "seed for problems, init and sampling"})
     all_subq: bool = field(default=False, metadata={"help": "train the All-SubQ variant"})
-    steps: int = field(default=400, metadata={"help": "GRPO iterations"})
+    steps: int = field(default=150, metadata={"help": "GRPO iterations"})
+    init_steps: int = field(
+        default=300,
+        metadata={"help": "supervised steps towards the init rule before GRPO (0 = uniform)"},
+    )
     problems_per_step: int = field(default=64, metadata={"help": "distinct problems per step"})
     num_generations: int = field(default=16, metadata={"help": "rollouts per problem (TRL's G)"})
     inner_epochs: int = field(default=2, metadata={"help": "policy updates per batch (TRL mu)"})
@@ -96,6 +112,10 @@ class TrainConfig:
     beta: float = field(default=0.005, metadata={"help": "KL weight to the reference policy"})
     scale_rewards: str = field(
         default="batch", metadata={"help": "advantage scaling: group, batch or none (TRL's names)"}
+    )
+    problem_weight: float = field(
+        default=0.5,
+        metadata={"help": "reward weight of whole-problem success (the rest: turns correct)"},
     )
     over_penalty: float = field(
         default=0.1, metadata={"help": "lambda on max(0, sum of requested budgets - B) / B"}
@@ -123,6 +143,8 @@ class TrainConfig:
             raise ValueError("scale_rewards must be group, batch or none")
         if not 0 < self.epsilon < 1:
             raise ValueError("epsilon must be in (0, 1)")
+        if not 0 <= self.problem_weight <= 1:
+            raise ValueError("problem_weight must be in [0, 1]")
 
 
 @dataclass
@@ -131,7 +153,7 @@ class EvalConfig:
 
     seeds: str = field(default="0,1,2", metadata={"help": "comma-separated training seeds"})
     num_problems: int = field(default=4000, metadata={"help": "test problems per seed"})
-    steps: int = field(default=400, metadata={"help": "GRPO steps per policy"})
+    steps: int = field(default=150, metadata={"help": "GRPO steps per policy"})
     checkpoints: str = field(
         default="", metadata={"help": "folder with tab[_all_subq]_seed{N}.pt; empty = train now"}
     )

@@ -5,8 +5,9 @@ Sequential budget allocation as in the paper's MDP. At turn ``t`` an allocator s
 the gateway does: the conversation's total can never exceed ``B``). The solver then generates
 ``min(granted, needed)`` tokens, where ``needed`` is its recorded completion length for that
 sub-question (``data.py`` explains the construction and its limits); the turn fails if it was cut
-off (``needed > granted``) or the recorded answer is wrong. A problem is solved iff every turn
-succeeds. Episodes run in lock-step over a whole batch (numpy), so GRPO's thousands of rollouts
+off (``needed > granted``) or the recorded answer is wrong. Two scores: per-turn accuracy (the
+fraction of turns answered correctly: a later turn is still worth answering after an earlier one
+failed, as in a conversation with a person) and whole-problem accuracy (every turn succeeds). Episodes run in lock-step over a whole batch (numpy), so GRPO's thousands of rollouts
 per step cost milliseconds.
 
 Usage::
@@ -37,12 +38,19 @@ class Rollout:
     """What happened in a batch of episodes."""
 
     solved: FloatArray  # [N] 1 if every turn finished and was correct
+    turn_correct: BoolArray  # [N, T] the turn finished and its answer was correct
     tokens: FloatArray  # [N] tokens generated over the conversation
     asked: FloatArray  # [N, T] budgets the allocator asked for (0 past the last turn)
     granted: FloatArray  # [N, T] budgets after clamping to what was left
     used: FloatArray  # [N, T] tokens generated per turn
     active: BoolArray  # [N, T] which (episode, turn) pairs exist
     budget: FloatArray  # [N] the global budget B
+
+    @property
+    def turn_accuracy(self) -> FloatArray:
+        """[N] fraction of each conversation's turns answered correctly (per-turn accuracy)."""
+        n = np.maximum(self.active.sum(axis=1), 1)
+        return (self.turn_correct.sum(axis=1) / n).astype(np.float32)
 
 
 class ReplayEnv:
@@ -87,6 +95,7 @@ class ReplayEnv:
             fut_sum = np.zeros_like(current)
             fut_tokens = np.zeros(n, dtype=np.float32)
             fut_corr = np.zeros(n, dtype=np.float32)
+        past_pred = (self.pred_tokens[np.where(past >= 0, past, 0)] * past_mask).sum(axis=1)
         return TurnState(
             current=current.astype(np.float32),
             past_mean=(past_sum / np.maximum(past_count, 1.0)[:, None]).astype(np.float32),
@@ -95,6 +104,7 @@ class ReplayEnv:
             budget=p.budget.astype(np.float32),
             any_truncated=any_trunc.astype(np.float32),
             last_truncated=last_trunc.astype(np.float32),
+            past_pred_tokens=past_pred.astype(np.float32),
             future_mean=(fut_sum / np.maximum(fut_count, 1.0)[:, None]).astype(np.float32),
             future_count=fut_count.astype(np.float32),
             future_pred_tokens=fut_tokens.astype(np.float32),
@@ -117,6 +127,7 @@ class ReplayEnv:
         any_trunc = np.zeros(n_ep, dtype=np.float32)
         last_trunc = np.zeros(n_ep, dtype=np.float32)
         ok = np.ones(n_ep, dtype=bool)
+        turn_ok = np.zeros((n_ep, T), dtype=bool)
         asked = np.zeros((n_ep, T), dtype=np.float32)
         granted = np.zeros((n_ep, T), dtype=np.float32)
         used = np.zeros((n_ep, T), dtype=np.float32)
@@ -128,13 +139,15 @@ class ReplayEnv:
             g = np.floor(np.minimum(a, left))
             u = np.minimum(g, need[:, t])
             cut = active[:, t] & (need[:, t] > g)
-            ok &= ~active[:, t] | (~cut & (corr[:, t] > 0.5))
+            turn_ok[:, t] = active[:, t] & ~cut & (corr[:, t] > 0.5)
+            ok &= ~active[:, t] | turn_ok[:, t]
             asked[:, t], granted[:, t], used[:, t] = a, g, u
             used_total = used_total + u
             any_trunc = np.maximum(any_trunc, cut.astype(np.float32))
             last_trunc = np.where(active[:, t], cut.astype(np.float32), last_trunc)
         return Rollout(
             solved=ok.astype(np.float32),
+            turn_correct=turn_ok,
             tokens=used_total,
             asked=asked,
             granted=granted,

@@ -3,7 +3,8 @@
 State at turn ``t`` (paper section 3): the history and the current sub-question; All-SubQ adds the
 remaining sub-questions. Here the history is the mean embedding of the past sub-questions plus
 what the gateway can observe about past turns (tokens used, whether a turn was cut off by its
-``max_tokens``); correctness is never observed. Token quantities are scaled by the global budget
+``max_tokens``, and how long past answers ran against their predicted lengths: how verbose this
+conversation's model is); correctness is never observed. Token quantities are scaled by the global budget
 ``B`` and by the budget unit (the solver pool's median length), so one policy serves every ``B``.
 
 Usage::
@@ -22,7 +23,7 @@ import numpy.typing as npt
 from budget_controller.length import LengthPredictor
 
 FloatArray = npt.NDArray[np.float32]
-NUM_SCALARS = 16
+NUM_SCALARS = 18
 
 
 @dataclass(frozen=True)
@@ -30,15 +31,15 @@ class FeatureSpec:
     """What turns raw state into features; saved inside every policy checkpoint."""
 
     unit: float  # the budget unit: median completion length of the solver pool (tokens)
-    levels: list[float]  # the action set: multiples of the predicted length (0 = skip the turn)
+    levels: list[float]  # the action set: multiples (>= 1) of the predicted length
     predictor: LengthPredictor
 
     def tokens(self, actions: npt.NDArray[np.int64], current: FloatArray) -> FloatArray:
         """Budgets in tokens for action indices [N] on sub-questions with embeddings [N, D].
 
         An action asks for ``level * predicted length`` (at least 1 token): the policy picks a
-        safety margin over the length predicted from the query, or 0, "skip": one token, a turn
-        given up (worth it when the problem is already lost)."""
+        safety margin over the length predicted from the query. Every level is at least 1: no
+        turn is given up (the same action set in training, evaluation and the gateway)."""
         pred = np.exp(self.predictor.predict(current)[0])
         mult = np.asarray(self.levels, dtype=np.float32)[actions]
         return np.maximum(np.round(mult * pred), 1.0).astype(np.float32)
@@ -66,6 +67,7 @@ class TurnState:
     budget: FloatArray  # [N] the conversation's global budget B
     any_truncated: FloatArray  # [N] 1 if a past turn hit its max_tokens
     last_truncated: FloatArray  # [N] 1 if the previous turn did
+    past_pred_tokens: FloatArray | None = None  # [N] sum of the past turns' predicted lengths
     # All-SubQ only (zeros otherwise): the remaining sub-questions after this one
     future_mean: FloatArray | None = None  # [N, D]
     future_count: FloatArray | None = None  # [N]
@@ -94,6 +96,12 @@ def encode(spec: FeatureSpec, s: TurnState, *, all_subq: bool) -> tuple[FloatArr
         p_cur,
         np.minimum(pred_cur / np.maximum(left, 1.0), 4.0) / 4.0,
     ]
+    # How long this conversation's answers ran against their predictions (the model is unseen:
+    # a verbose one needs larger grants later on), and the static share this turn would get.
+    past_pred = s.past_pred_tokens if s.past_pred_tokens is not None else np.zeros(n)
+    seen = (s.turn > 0) & (past_pred > 0)
+    verbosity = np.where(seen, np.log((s.used + 1.0) / (past_pred + 1.0)), 0.0)
+    cols += [np.clip(verbosity, -3.0, 3.0) / 2.0, seen.astype(np.float32)]
     future = np.zeros_like(s.current)
     if all_subq:
         assert s.future_mean is not None and s.future_count is not None

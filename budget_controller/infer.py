@@ -4,7 +4,8 @@ It rebuilds the policy's state from what the gateway knows about a conversation:
 of this turn's user message, the mean embedding of the earlier user turns, the conversation's
 ledger (tokens spent and held by turns in flight, settled turns, whether a turn was cut off by its
 ``max_tokens``) and its global budget. The policy is TAB (not All-SubQ: a live conversation's
-future turns are unknown) and acts greedily. The default checkpoint ships in
+future turns are unknown) and acts greedily over the very action set it was trained and
+evaluated with (every level at least the predicted length: no turn is skipped). The default checkpoint ships in
 ``budget_controller/artifacts/tab.pt``.
 
 Usage::
@@ -37,7 +38,11 @@ class BudgetController:
         self.policy = policy.eval()
         self.spec = spec
         self._lock = threading.Lock()
-        self._skip = torch.tensor([lv <= 0 for lv in spec.levels])
+        if min(spec.levels) < 1:
+            raise ValueError(
+                "this checkpoint can skip turns (a level below the predicted length); the "
+                "gateway serves only policies whose every action is a real attempt"
+            )
 
     @classmethod
     def load(cls, path: Path | str | None = None) -> BudgetController:
@@ -54,19 +59,16 @@ class BudgetController:
         total: int,
         any_truncated: bool,
         last_truncated: bool,
-        allow_skip: bool = False,
     ) -> int:
-        """This turn's budget in tokens (not yet clamped to what is left).
-
-        In training a "skip" (one token) pays off once a problem is lost (a cut-off turn dooms it).
-        A person's conversation is not lost that way, so unless ``allow_skip`` the skip action is
-        masked and the policy's best non-skip level is used."""
+        """This turn's budget in tokens (not yet clamped to what is left)."""
         cur = np.asarray(embedding, dtype=np.float32).reshape(1, -1)
-        past_mean = (
-            np.mean(np.stack([np.asarray(p, dtype=np.float32) for p in past]), axis=0)
-            if len(past)
-            else np.zeros(cur.shape[1], dtype=np.float32)
-        ).reshape(1, -1)
+        if len(past):
+            P = np.stack([np.asarray(p, dtype=np.float32) for p in past])
+            past_mean = P.mean(axis=0).reshape(1, -1)
+            past_pred = float(np.exp(self.spec.predictor.predict(P)[0]).sum())
+        else:
+            past_mean = np.zeros((1, cur.shape[1]), dtype=np.float32)
+            past_pred = 0.0
         state = TurnState(
             current=cur,
             past_mean=past_mean.astype(np.float32),
@@ -75,11 +77,10 @@ class BudgetController:
             budget=np.array([total], dtype=np.float32),
             any_truncated=np.array([float(any_truncated)], dtype=np.float32),
             last_truncated=np.array([float(last_truncated)], dtype=np.float32),
+            past_pred_tokens=np.array([past_pred], dtype=np.float32),
         )
         emb, scal = encode(self.spec, state, all_subq=self.policy.cfg.all_subq)
         with self._lock, torch.no_grad():
             logits = self.policy(torch.from_numpy(emb), torch.from_numpy(scal))
-        if not allow_skip:
-            logits = logits.masked_fill(self._skip, float("-inf"))
         action = logits.argmax(dim=1).numpy()
         return int(self.spec.tokens(action, cur)[0])

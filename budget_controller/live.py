@@ -8,7 +8,9 @@ gold answers are available (``shared_data``: MMLU-Pro's raw outputs), when its f
 option letter is wrong. It checks a policy trained on replayed responses against live
 generations from a different solver (SmolLM2-135M on CPU, or a vLLM backend): the length
 distribution differs, so expect the policy to be miscalibrated, and compare methods, not
-absolute numbers.
+absolute numbers. The TAB policy is the served one (``artifacts/tab.pt`` by default, the same
+action set as the gateway's: no turn is skipped); the summary counts any turn given at most one
+token (``skipped_turns``), which only an exhausted budget can cause.
 
 Usage::
 
@@ -176,6 +178,9 @@ def _summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
     graded = [r for r in rows if all(t["correct"] is not None for t in r["turns"])]
     return {
         "problems": len(rows),
+        "turns": len(turns),
+        # a turn given at most one token (the old "skip" action) or nothing: never by choice now
+        "skipped_turns": sum(t["granted"] <= 1 for t in turns),
         "mean_tokens": float(np.mean(tokens)) if tokens else 0.0,
         "truncated_turn_rate": float(np.mean([t["finish_reason"] == "length" for t in turns]))
         if turns

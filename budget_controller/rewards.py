@@ -1,15 +1,19 @@
 """TAB's trajectory reward, as a pure function (unit-tested without a trainer).
 
-``r = solved - over_penalty * max(0, sum_t asked_t - B) / B - token_cost * tokens / B``
+``r = w * solved + (1 - w) * turn_accuracy
+     - over_penalty * max(0, sum_t asked_t - B) / B - token_cost * tokens / B``
 
-The first two terms are the paper's (accuracy minus a hinge on the budgets asked beyond the
-global budget, with its lambda expressed per budget-fraction so one value serves every ``B``).
-The last is ours: the controller grants at most what is left, so the hinge alone never makes the
-policy save tokens that it may spend (see ``config.py``).
+Accuracy counts turn by turn as well as for the whole problem (``w = problem_weight``): in a
+conversation with a person a later turn is still worth answering after an earlier one failed,
+so the policy must not learn to write a conversation off. The hinge is the paper's (on the
+budgets asked beyond the global budget, with its lambda per budget-fraction so one value serves
+every ``B``). The token cost is ours: the controller grants at most what is left, so the hinge
+alone never makes the policy save tokens that it may spend (see ``config.py``).
 
 Usage::
 
-    r = trajectory_reward(solved, asked_total, tokens, budget, over_penalty=1.0, token_cost=0.15)
+    r = trajectory_reward(solved, turn_acc, asked_total, tokens, budget, problem_weight=0.5,
+                          over_penalty=0.1, token_cost=0.05)
 """
 
 from __future__ import annotations
@@ -22,16 +26,19 @@ FloatArray = npt.NDArray[np.float32]
 
 def trajectory_reward(
     solved: FloatArray,
+    turn_accuracy: FloatArray,
     asked_total: FloatArray,
     tokens: FloatArray,
     budget: FloatArray,
     *,
+    problem_weight: float,
     over_penalty: float,
     token_cost: float,
 ) -> FloatArray:
     B = np.maximum(budget, 1.0)
     over = np.maximum(asked_total - B, 0.0) / B
-    return (solved - over_penalty * over - token_cost * tokens / B).astype(np.float32)
+    acc = problem_weight * solved + (1.0 - problem_weight) * turn_accuracy
+    return (acc - over_penalty * over - token_cost * tokens / B).astype(np.float32)
 
 
 def group_advantages(

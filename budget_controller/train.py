@@ -10,6 +10,11 @@ frozen initial policy. TRL's ``GRPOTrainer`` itself is not used: it samples comp
 causal language model, and this policy is a small classifier over budget levels (the paper's
 budgeter is an LLM; ours is not), so the objective is written out here in a few lines.
 
+GRPO starts from a sensible policy, not a uniform one: ``init_steps`` of supervised learning
+towards the init rule (``init_levels``: the static share of what is left, kept between 1x and 8x
+the predicted length, so short turns get less and long ones more than static gives them); the KL
+term then keeps GRPO near that start. The action set is the served one (``config.py``).
+
 Validation (greedy actions on fixed ``val`` problems) every ``eval_every`` steps keeps the best
 checkpoint. Usage::
 
@@ -28,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import torch
 from torch.nn import functional as F
 from tqdm import tqdm
@@ -58,6 +64,65 @@ class Trace:
     action: list[np.ndarray] = field(default_factory=list)
     logp: list[np.ndarray] = field(default_factory=list)
     episode: list[np.ndarray] = field(default_factory=list)
+
+
+MEAN_TURNS = 3.0  # the init rule's guess of a conversation's length (problems have 2-4 turns)
+
+
+def init_levels(spec: FeatureSpec, s: TurnState) -> npt.NDArray[np.int64]:
+    """The init rule: the level nearest (in log) to an even share of what is left over the turns
+    a conversation usually still has, relative to this turn's predicted length."""
+    left = np.maximum(s.budget - s.used, 1.0)
+    share = left / np.maximum(MEAN_TURNS - s.turn, 1.0)
+    pred = np.exp(spec.predictor.predict(s.current)[0])
+    want = np.log(np.maximum(share / np.maximum(pred, 1.0), 1e-3))
+    lv = np.log(np.asarray(spec.levels, dtype=np.float64))
+    return np.abs(want[:, None] - lv[None, :]).argmin(axis=1).astype(np.int64)
+
+
+def fit_init(
+    policy: BudgetPolicy,
+    spec: FeatureSpec,
+    env: ReplayEnv,
+    data: SolverData,
+    cfg: TrainConfig,
+    rng: np.random.Generator,
+) -> float:
+    """``cfg.init_steps`` of cross-entropy towards ``init_levels`` on states of training problems
+    played out by the init rule itself; returns the final agreement with the rule."""
+    if cfg.init_steps <= 0:
+        return float("nan")
+    all_subq = policy.cfg.all_subq
+    embs: list[np.ndarray] = []
+    scals: list[np.ndarray] = []
+    acts: list[np.ndarray] = []
+    p = data.sample_problems("train", 4096, rng, per_turn=cfg.budget_range)
+
+    def teacher(s: TurnState, t: int) -> FloatArray:
+        a = init_levels(spec, s)
+        live = p.questions[:, t] >= 0
+        emb, scal = encode(spec, s, all_subq=all_subq)
+        embs.append(emb[live])
+        scals.append(scal[live])
+        acts.append(a[live])
+        return spec.tokens(a, s.current)
+
+    env.rollout(p, teacher)
+    E = torch.from_numpy(np.concatenate(embs))
+    S = torch.from_numpy(np.concatenate(scals))
+    A = torch.from_numpy(np.concatenate(acts))
+    opt = torch.optim.AdamW(policy.parameters(), lr=3e-3)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    policy.train()
+    for _ in range(cfg.init_steps):
+        idx = torch.randint(0, len(A), (1024,), generator=gen)
+        loss = F.cross_entropy(policy(E[idx], S[idx]), A[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    policy.eval()
+    with torch.no_grad():
+        return float((policy(E, S).argmax(dim=1) == A).float().mean())
 
 
 def policy_allocator(
@@ -101,12 +166,14 @@ class TrainResult:
 
 
 def _reward(out: Rollout, cfg: TrainConfig) -> FloatArray:
-    """Each episode's reward: solved, minus the penalty for budgets asked beyond the problem's."""
+    """Each episode's reward: turns and problem solved, minus the hinge and the token cost."""
     return trajectory_reward(
         out.solved,
+        out.turn_accuracy,
         out.asked.sum(axis=1),
         out.tokens,
         out.budget,
+        problem_weight=cfg.problem_weight,
         over_penalty=cfg.over_penalty,
         token_cost=cfg.token_cost,
     )
@@ -120,6 +187,7 @@ def _validate(
     return {
         "val_reward": float(r.mean()),
         "val_accuracy": float(out.solved.mean()),
+        "val_turn_accuracy": float(out.turn_accuracy.mean()),
         "val_tokens": float(out.tokens.mean()),
     }
 
@@ -143,6 +211,8 @@ def train(
     env = ReplayEnv(data, spec)
     pcfg = PolicyConfig(num_levels=len(spec.levels), all_subq=cfg.all_subq)
     policy = BudgetPolicy(pcfg)
+    agreement = fit_init(policy, spec, env, data, cfg, np.random.default_rng(50_000 + cfg.seed))
+    log.info("init rule agreement after %d supervised steps: %.3f", cfg.init_steps, agreement)
     ref = copy.deepcopy(policy).requires_grad_(False)
     opt = torch.optim.AdamW(policy.parameters(), lr=cfg.lr)
     val = data.sample_problems(
@@ -152,6 +222,10 @@ def train(
     path = Path(cfg.out) / f"{name}.pt"
     history: list[dict[str, float]] = []
     best: dict[str, float] = {"val_reward": -np.inf}
+    init_row = {"step": 0.0, "init_agreement": agreement, **_validate(policy, spec, env, val, cfg)}
+    history.append(init_row)
+    best = dict(init_row)
+    policy.save(path, spec=spec, step=0, metrics=best)
     G = cfg.num_generations
     bar = tqdm(range(1, cfg.steps + 1), desc=f"grpo {name}", disable=not progress, mininterval=1)
     for step in bar:
@@ -192,6 +266,7 @@ def train(
             "step": float(step),
             "reward": float(R.mean()),
             "accuracy": float(out.solved.mean()),
+            "turn_accuracy": float(out.turn_accuracy.mean()),
             "tokens": float(out.tokens.mean()),
             **stats,
         }

@@ -33,9 +33,18 @@ def test_budgets_truncate_and_the_total_never_exceeds_B(env: ReplayEnv, data: So
     active = p.questions >= 0
     np.testing.assert_allclose(out.used, need)
     np.testing.assert_array_equal(out.solved, (corr * active + ~active).prod(axis=1))
+    np.testing.assert_array_equal(out.turn_correct, (corr > 0.5) & active)
+    np.testing.assert_allclose(
+        out.turn_accuracy, ((corr > 0.5) & active).sum(axis=1) / active.sum(axis=1)
+    )
     # One token short on the first turn: the turn is cut, the problem fails, tokens = the budget.
     short = env.rollout(p, lambda s, t: need[:, t] - (t == 0))
-    assert np.all(short.solved == 0)
+    assert np.all(short.solved == 0) and not short.turn_correct[:, 0].any()
+    # ... but the later turns still count, turn by turn
+    later = (short.turn_correct[:, 1:] == out.turn_correct[:, 1:]) | (
+        short.granted[:, 1:] < need[:, 1:]
+    )
+    assert later.all() and short.turn_correct[:, 1:].sum() > 0
     assert np.all(short.tokens <= p.budget + 1e-6)
     # A greedy allocator never gets more than what is left.
     greedy = env.rollout(p, lambda s, t: np.full(len(p), 1e6, np.float32))
@@ -53,9 +62,19 @@ def test_baselines_order_as_expected(env: ReplayEnv, data: SolverData) -> None:
         for name, alloc in [
             ("static", bl.static(p)),
             ("oracle", bl.oracle(p, env)),
+            ("oracle_turn", bl.oracle_turn(p, env)),
             ("difficulty", bl.difficulty(p, env)),
         ]
     }
+    # the per-turn oracle finishes the most turns B allows (a superset of static's and the
+    # whole-problem oracle's finished turns, so at least as many correct ones)
+    need, _ = env.needed(p)
+    finished = {k: ((r.used >= need) & r.active).sum(axis=1) for k, r in res.items()}
+    for other in ("static", "oracle", "difficulty"):
+        assert np.all(finished["oracle_turn"] >= finished[other])
+    for other in ("static", "oracle"):
+        assert res["oracle_turn"].turn_correct.sum() >= res[other].turn_correct.sum()
+    assert np.all(res["oracle_turn"].tokens <= p.budget + 1e-6)
     free = env.rollout(bl.unbounded(p), bl.no_budget(p))
     # the oracle solves everything feasible, with fewer tokens than static
     assert res["oracle"].solved.mean() >= res["static"].solved.mean()
