@@ -74,12 +74,13 @@ SEEN_EVIDENCE = 512
 KNN_GRID = (5, 10, 20, 50)
 RIDGE_GRID = (1.0, 3.0, 10.0, 30.0, 100.0)
 KR_GRID = {
-    "k": (10, 25, 50),
-    "beta": (0.0, 10.0),
-    "alpha": (0.1, 0.5, 2.0),
+    "k": (10, 50),
+    "beta": (10.0,),
+    "alpha": (0.5, 2.0),
     "alpha_g": (2.0, 20.0),
 }
-MARGINS = (0.0, 0.01, 0.02, 0.04, 0.07, 0.1, 0.15, 1.0)
+MARGINS = (0.0, 0.02, 0.05, 0.1, 0.15, 1.0)
+MF_FIT_STEPS = 150  # Adam steps fitting a new model's MF embedding (predictor frozen)
 METHOD = "locus_kr"  # the method the gateway serves
 
 
@@ -101,6 +102,9 @@ class GenConfig:
     threads: int = field(default=1, metadata={"help": "torch CPU threads"})
     cache: str = field(default="cache/generalization", metadata={"help": "trained nets per fold"})
     quick: bool = field(default=False, metadata={"help": "tiny nets, few ks (tests)"})
+    merge: str = field(
+        default="", metadata={"help": "comma-separated run folders to merge into --out"}
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -389,8 +393,9 @@ def fold_predictions(
                 key = (k, d, j)
                 if key not in mf_cache:
                     mf_cache[key] = fit_model_embedding(
-                        mf.predictor, m.embeddings[rows], m.scores[rows, j], init=init
-                    )
+                        mf.predictor, m.embeddings[rows], m.scores[rows, j], init=init,
+                        steps=MF_FIT_STEPS,
+                    )  # fmt: skip
                 preds.append(
                     predict_model(m, fold, j, rows, q_rows, Xq_unit, mf_z=mf_cache[key],
                                   configs=configs)
@@ -637,14 +642,39 @@ def run_generalization(cfg: GenConfig) -> dict[str, Any]:
     for res in report["datasets"].values():  # per fold: means over the draws (keeps it small)
         for f in res["folds"].values():
             f["results"] = _mean_over_draws(f["results"])
-    slim = strip_private(report)
-    (out / "report.json").write_text(json.dumps(slim, indent=1, default=_json) + "\n")
+    return write_report(report, figures, out)
+
+
+def write_report(report: dict[str, Any], figures: dict[str, Any], out: Path) -> dict[str, Any]:
+    """report.json (small), figures.json (the curves behind the plots), summary.md, plots."""
     from training.evaluation import gen_report
 
+    slim = strip_private(report)
+    (out / "report.json").write_text(json.dumps(slim, indent=1, default=_json) + "\n")
+    (out / "figures.json").write_text(json.dumps(figures, default=_json) + "\n")
     gen_report.write_plots(figures, out)
     (out / "summary.md").write_text(gen_report.render_summary(slim))
     log.info("wrote %s", out / "report.json")
     return slim
+
+
+def merge_reports(parts: list[Path], out: Path) -> dict[str, Any]:
+    """One report from runs over different data sets (same config otherwise), e.g. run in
+    parallel: their data sets side by side, the targets recomputed, the plots redrawn."""
+    reports = [json.loads((p / "report.json").read_text()) for p in parts]
+    figs = [json.loads((p / "figures.json").read_text()) for p in parts]
+    merged = dict(reports[0])
+    merged["datasets"] = {k: v for r in reports for k, v in r["datasets"].items()}
+    merged["config"] = {**reports[0]["config"], "datasets": ",".join(merged["datasets"])}
+    merged["seconds"] = sum(r["seconds"] for r in reports)
+    merged["merged_from"] = [str(p) for p in parts]
+    merged["targets"] = targets(merged)
+    figures: dict[str, Any] = {"frontiers": {}, "kinds": {}}
+    for f in figs:
+        figures["frontiers"].update(f.get("frontiers", {}))
+        figures["kinds"].update(f.get("kinds", {}))
+    out.mkdir(parents=True, exist_ok=True)
+    return write_report(merged, figures, out)
 
 
 def _mean_over_draws(results: dict[str, Any]) -> dict[str, Any]:
@@ -817,6 +847,9 @@ def _run(args: argparse.Namespace) -> int:
     from training.config_cli import dataclass_from_args
 
     cfg = dataclass_from_args(GenConfig, args)
+    if cfg.merge:
+        merge_reports([Path(p) for p in cfg.merge.split(",")], Path(cfg.out))
+        return 0
     if cfg.quick:
         cfg = replace(cfg, task_folds=min(cfg.task_folds, 2))
     run_generalization(cfg)
