@@ -3,7 +3,10 @@
 The ledger primitive (in-process, Redis, and the database ledger on SQLite and PostgreSQL) under
 concurrency, across replicas and across a restart; the gateway with a fake vLLM (policy-chosen
 max_tokens, clamping, a clear 429, a restart on one SQLite file, replicas sharing Redis or one
-PostgreSQL); and the real SmolLM2 CPU server under concurrent turns of one conversation.
+PostgreSQL); the real SmolLM2 CPU server under concurrent turns of one conversation; and every
+backend honouring the grant: a replay model under a small ``max_tokens`` returns at most that
+many tokens with ``finish_reason: "length"`` (JSON and stream), and a conversation on a replay
+model or on a fake vLLM that ignores ``max_tokens`` never receives more than its budget.
 """
 
 from __future__ import annotations
