@@ -318,7 +318,9 @@ def run(
         "Our schedule (the paper gives rates, not constants): gamma_k = 1 - 2^-k, stage length "
         f"{cfg.stage_base} x budget / (1 - gamma_k)^{cfg.stage_power} steps, "
         f"ceil({cfg.sync_base} / (1 - gamma_k)) averaging rounds per stage, rescaled linear step "
-        "size continued across stages, warm start shifted by the gain estimate.",
+        f"size {'continued across stages' if cfg.lr_continue else 'restarted at each stage'}, "
+        f"{'Bernoulli' if cfg.reward_noise else 'deterministic'} rewards, warm start shifted by "
+        "the gain estimate.",
         "Samples per agent = synchronous steps x |S||A| (a generative model); the budget search "
         "uses a sqrt(2) grid of stage-length multipliers, so each figure is within a factor "
         "sqrt(2).",
