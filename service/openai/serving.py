@@ -871,6 +871,21 @@ class _StreamCap:
         """The part of ``piece`` that fits under the limit ("" once the choice is cut)."""
         if self.limit is None:
             return piece
+        if index in self._closed:
+            return ""
+        text = self._text.get(index, "") + piece
+        bound = self._bound.get(index, 0) + len(piece.encode()) + 1
+        if bound > self.limit:
+            kept, n = truncate_to_tokens(text, self.limit)
+            if len(kept) < len(text):
+                self.cut = True
+                self._closed.add(index)
+                prior = len(self._text.get(index, ""))
+                self._text[index] = kept
+                return kept[prior:] if len(kept) > prior else ""
+            bound = n
+        self._text[index], self._bound[index] = text, bound
+        return piece
 
 
 def _sse_error(message: str) -> bytes:
