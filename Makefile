@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 EXTRAS  ?= serve,fast,dev,federated
 
-.PHONY: run report test lint venv data artifacts clean-venv
+.PHONY: run report test lint venv browser data artifacts clean-venv
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -34,7 +34,12 @@ lint: venv
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy service training federation budget_controller
 
-test: venv lint
+# The dashboard's browser test drives Debian's Chromium through Playwright (no browser download).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+
+test: venv lint browser
 	$(BIN)/pytest -q
 
 # The gateway on embedded defaults: SQLite in the data directory, in-process cache, the shipped
