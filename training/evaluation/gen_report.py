@@ -85,7 +85,8 @@ def write_plots(figs: dict[str, Any], out: Path) -> None:
     for name, fr in list(figs.get("frontiers", {}).items()):
         if not fr["curves"] or fr["singles"] is None:
             continue
-        ds, fold, pool = name.split(" ")
+        ds, rest = name.split(" ", 1)
+        fold, pool = rest.rsplit(" ", 1)  # task fold names hold spaces ("computer science")
         if not fold.startswith("models-0") and not fold.startswith("tasks-0"):
             continue
         singles = {f"m{i}": (c, a) for i, (c, a) in enumerate(zip(*fr["singles"], strict=True))}
@@ -104,8 +105,12 @@ def render_summary(r: dict[str, Any]) -> str:
     lines = [
         "# Generalisation benchmark: routing on unseen models and tasks",
         "",
-        f"Command: `junction eval generalization --out {cfg['out']}`"
-        + (" --quick" if cfg["quick"] else "")
+        (
+            "Commands: " + "; ".join(f"`{c}`" for c in r["commands"])
+            if r.get("commands")
+            else f"Command: `junction eval generalization --out {cfg['out']}`"
+            + (" --quick" if cfg["quick"] else "")
+        )
         + f". Served method: **{LABEL[r['method']]}** (`training/routers/locus_kr.py`): LOCUS's "
         "prior + a shrunk global offset + a shrunk kernel residual over the model's nearest "
         "evaluations, and a default (best-average) model left only for a predicted gain above a "

@@ -597,7 +597,7 @@ def run_generalization(cfg: GenConfig) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     n_folds = dict(kv.split("=") for kv in cfg.model_folds.split(","))
     report: dict[str, Any] = {
-        "config": asdict(cfg),
+        "config": {**asdict(cfg), "command_args": _command_args(cfg)},
         "method": METHOD,
         "locus_fold_config": asdict(locus_fold_config(cfg)),
         "mf_fold_config": asdict(mf_fold_config(cfg)),
@@ -645,12 +645,23 @@ def run_generalization(cfg: GenConfig) -> dict[str, Any]:
     return write_report(report, figures, out)
 
 
+def _command_args(cfg: GenConfig) -> str:
+    """The flags that differ from the defaults (to print the command that made a report)."""
+    default = asdict(GenConfig())
+    parts = []
+    for k, v in asdict(cfg).items():
+        if v != default[k] and k != "merge":
+            flag = "--" + k.replace("_", "-")
+            parts.append(flag if v is True else f"{flag} {v}")
+    return " ".join(parts)
+
+
 def write_report(report: dict[str, Any], figures: dict[str, Any], out: Path) -> dict[str, Any]:
     """report.json (small), figures.json (the curves behind the plots), summary.md, plots."""
     from training.evaluation import gen_report
 
     slim = strip_private(report)
-    (out / "report.json").write_text(json.dumps(slim, indent=1, default=_json) + "\n")
+    (out / "report.json").write_text(json.dumps(slim, default=_json) + "\n")
     (out / "figures.json").write_text(json.dumps(figures, default=_json) + "\n")
     gen_report.write_plots(figures, out)
     (out / "summary.md").write_text(gen_report.render_summary(slim))
@@ -668,6 +679,9 @@ def merge_reports(parts: list[Path], out: Path) -> dict[str, Any]:
     merged["config"] = {**reports[0]["config"], "datasets": ",".join(merged["datasets"])}
     merged["seconds"] = sum(r["seconds"] for r in reports)
     merged["merged_from"] = [str(p) for p in parts]
+    merged["commands"] = [
+        "junction eval generalization " + r["config"].get("command_args", "") for r in reports
+    ] + [f"junction eval generalization --merge {','.join(map(str, parts))} --out {out}"]
     merged["targets"] = targets(merged)
     figures: dict[str, Any] = {"frontiers": {}, "kinds": {}}
     for f in figs:
