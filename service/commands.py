@@ -100,8 +100,19 @@ def _measure(args: argparse.Namespace) -> int:
     from service.live_eval import measure, write_rows
     from service.llama_server import ALIAS, LlamaServer
 
-    with LlamaServer(port=args.port) as srv:
-        rows = measure(srv.url, ALIAS, n=args.n, seed=args.seed, shared_data=Path(args.shared_data))
+    if args.runtime == "transformers":
+        from service.live_eval import measure_with, transformers_ask
+        from training.data.tokens import smollm2_gguf_path
+
+        ask = transformers_ask(smollm2_gguf_path())
+        rows = measure_with(
+            ask, ALIAS, n=args.n, seed=args.seed, shared_data=Path(args.shared_data)
+        )
+    else:
+        with LlamaServer(port=args.port) as srv:
+            rows = measure(
+                srv.url, ALIAS, n=args.n, seed=args.seed, shared_data=Path(args.shared_data)
+            )
     write_rows(rows, Path(args.out))
     acc = sum(r["score"] for r in rows) / max(1, len(rows))
     sys.stdout.write(f"{len(rows)} questions, accuracy {acc:.3f}, written to {args.out}\n")
@@ -185,6 +196,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     me.add_argument("--n", type=int, default=160)
     me.add_argument("--seed", type=int, default=0)
     me.add_argument("--port", type=int, default=8082)
+    me.add_argument(
+        "--runtime",
+        default="llama-cpp",
+        choices=["llama-cpp", "transformers"],
+        help="transformers: the GGUF de-quantised in transformers (pip install accelerate), where "
+        "llama.cpp cannot run (llama-cpp-python 0.3.36 segfaulted on this CPU)",
+    )
     me.add_argument(
         "--shared-data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data")
     )

@@ -18,10 +18,12 @@ from __future__ import annotations
 import json
 import random
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
+from tqdm import tqdm
 
 from training.data.answers import extract_choice
 
@@ -56,7 +58,12 @@ def score_reply(reply: str, query: str, answer: str) -> float:
     return float(extract_choice(reply, n_options=options_in(query) or None) == answer)
 
 
-def measure(url: str, model: str, *, n: int, seed: int, shared_data: Path) -> list[dict[str, Any]]:
+# (messages) -> (reply, prompt tokens, completion tokens)
+Ask = Callable[[list[dict[str, str]]], tuple[str, int, int]]
+
+
+def onboarding_questions(shared_data: Path, n: int, seed: int) -> list[tuple[str, str, str, str]]:
+    """``n`` seeded (query_id, text, gold letter, category) from the onboarding splits."""
     import pyarrow.parquet as pq
 
     from training.data.build import DERIVED
@@ -68,39 +75,75 @@ def measure(url: str, model: str, *, n: int, seed: int, shared_data: Path) -> li
     gold = gold_questions(shared_data)
     ids = sorted(i for i in pool_ids if i in gold and gold[i][0].strip() == pool_ids[i].strip())
     random.Random(seed).shuffle(ids)
+    return [(qid, *gold[qid]) for qid in ids[:n]]
+
+
+def measure_with(
+    ask: Ask, model: str, *, n: int, seed: int, shared_data: Path
+) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
+    for qid, text, answer, category in tqdm(
+        onboarding_questions(shared_data, n, seed), desc=f"measure {model}", unit="q"
+    ):
+        messages = [
+            {"role": "system", "content": INSTRUCTION},
+            {"role": "user", "content": text},
+        ]
+        reply, prompt_tokens, completion_tokens = ask(messages)
+        rows.append(
+            {
+                "query_id": qid,
+                "query": text,
+                "model": model,
+                "score": score_reply(reply, text, answer),
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "category": category,
+                "response": reply,
+            }
+        )
+    return rows
+
+
+def measure(url: str, model: str, *, n: int, seed: int, shared_data: Path) -> list[dict[str, Any]]:
+    """Through an OpenAI-compatible server (SmolLM2: llama-cpp-python's), temperature 0."""
     with httpx.Client(timeout=120) as client:
-        for qid in ids[:n]:
-            text, answer, category = gold[qid]
+
+        def ask(messages: list[dict[str, str]]) -> tuple[str, int, int]:
             r = client.post(
                 url.rstrip("/") + "/chat/completions",
-                json={
-                    "model": model,
-                    "messages": [
-                        {"role": "system", "content": INSTRUCTION},
-                        {"role": "user", "content": text},
-                    ],
-                    "temperature": 0,
-                    "max_tokens": 16,
-                },
+                json={"model": model, "messages": messages, "temperature": 0, "max_tokens": 16},
             )
             r.raise_for_status()
             body = r.json()
-            reply = body["choices"][0]["message"]["content"] or ""
             usage = body.get("usage") or {}
-            rows.append(
-                {
-                    "query_id": qid,
-                    "query": text,
-                    "model": model,
-                    "score": score_reply(reply, text, answer),
-                    "prompt_tokens": int(usage.get("prompt_tokens", 0)),
-                    "completion_tokens": int(usage.get("completion_tokens", 0)),
-                    "category": category,
-                    "response": reply,
-                }
+            return (
+                body["choices"][0]["message"]["content"] or "",
+                int(usage.get("prompt_tokens", 0)),
+                int(usage.get("completion_tokens", 0)),
             )
-    return rows
+
+        return measure_with(ask, model, n=n, seed=seed, shared_data=shared_data)
+
+
+def transformers_ask(gguf: Path) -> Ask:
+    """The same GGUF's weights de-quantised to fp32 in transformers (needs ``accelerate``),
+    greedy, the GGUF's own chat template: for machines where llama.cpp cannot run the model."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    lm = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name).eval()
+
+    def ask(messages: list[dict[str, str]]) -> tuple[str, int, int]:
+        text = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        ids = tok(text, return_tensors="pt", add_special_tokens=False)["input_ids"]
+        with torch.no_grad():
+            out = lm.generate(ids, max_new_tokens=16, do_sample=False)
+        new = out[0][ids.shape[1] :].tolist()
+        return str(tok.decode(new, skip_special_tokens=True)), int(ids.shape[1]), len(new)
+
+    return ask
 
 
 def write_rows(rows: list[dict[str, Any]], path: Path) -> None:

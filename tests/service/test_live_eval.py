@@ -22,12 +22,6 @@ def _splits() -> dict[str, str]:
     return {r["query_id"]: r["split"] for r in rows.to_pylist()}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the committed file predates the fix (test-split questions, no stored replies) and could "
-    "not be re-measured on the 2026-11-29 build machine: llama-cpp-python 0.3.36 segfaults on any "
-    "multi-token prompt there; re-measure with `junction smollm2 measure` and drop this marker",
-)
 def test_committed_smollm2_evaluations_come_from_training_questions() -> None:
     rows = [json.loads(x) for x in (LIVE_MODELS / f"{ALIAS}.jsonl").read_text().splitlines()]
     splits = _splits()

@@ -11,6 +11,9 @@ article "A" and the pronoun "I" as answers, so this reads, in order of how expli
 4. a lone letter closing the reply ("... so it is B.");
 5. with the options given: a reply that starts with exactly one option's text.
 
+A reply that repeats the option list ("A. 784°F\nB. 800°F ...", common from small models) states
+no answer unless it says one explicitly (rule 1).
+
 A letter outside the question's options is never an answer. When none of these applies the reply
 states no answer (``None``, scored wrong).
 
@@ -37,6 +40,7 @@ _STATED = re.compile(
 # lower-case word after it makes it the article or the pronoun ("A big fish", "I think").
 _CONNECTORS = {"because", "since", "as", "which", "is", "was", "and", "or", "for", "so", "with"}
 _LEADING = re.compile(r"^\W{0,3}[\(\[\*]*" + r"([A-P])" + r"(?:\s*$|\s*[\)\]\.:,\-\*]|\s+-)")
+_LISTED = re.compile(r"^\s*\(?([A-P])[\.\)]\s", re.MULTILINE)
 _PAREN = re.compile(r"\(([A-P])\)")
 _CLOSING = re.compile(r"(?:^|\s)\(?" + r"([A-P])" + r"\)?[\s\.\!\*\)]*$")
 
@@ -65,6 +69,8 @@ def extract_choice(
     ]
     if stated:
         return stated[-1]
+    if len(set(_LISTED.findall(text))) >= 2:
+        return None  # the reply repeats the option list ("A. ...\nB. ..."): it picks none of them
     m = _LEADING.match(text)
     if m and ok(m.group(1)):
         return m.group(1)

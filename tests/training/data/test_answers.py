@@ -41,6 +41,7 @@ TEN = 10
         ("answer: I think it is B", "B"),
         ("A is wrong, so the answer is (E)", "E"),
         ("The answer is (B). Wait, the answer is (F).", "F"),
+        ("A. 3\nB. 4\nThe answer is B", "B"),
     ],
 )
 def test_stated_answers_are_read(reply: str, letter: str) -> None:
@@ -59,6 +60,8 @@ def test_stated_answers_are_read(reply: str, letter: str) -> None:
         "between A and B",  # hedged
         "",
         "Momentum is conserved",
+        "A. 784°F\nB. 800°F\nC. 850°F",  # the option list repeated
+        "A. The first mammals\nB. The first birds",
     ],
 )
 def test_prose_states_no_answer(reply: str) -> None:
