@@ -110,3 +110,23 @@ def test_registered_and_shipped_models_carry_their_evaluations_into_the_pool(
         assert np.allclose(shipped.evidence_X.astype(np.float32), X[::-1], atol=1e-3)
         assert shipped.evidence_y.tolist() == y[::-1].tolist()
         assert shipped.evidence_mean == float(y.mean())
+
+
+def test_the_shipped_bundle_is_served_with_locus_kr(tmp_path) -> None:
+    """The real default bundle: its pool comes up with its evaluations and the LOCUS-KR scorer."""
+    from training.bundle import DEFAULT_BUNDLE, load_bundle
+
+    bundle = load_bundle(DEFAULT_BUNDLE)
+    settings = make_settings(tmp_path, load_default_bundle=True, bundle_path=DEFAULT_BUNDLE)
+    with run_gateway(settings, locus=bundle.locus) as gw:
+        scorer = gw.c.engine.scorers["locus"]
+        assert isinstance(scorer, LocusScorer) and scorer.kr is not None
+        pool = gw.c.engine.pool
+        for m in bundle.models:
+            entry = pool.get(m.name)
+            ev = bundle.evidence(m.name)
+            assert entry is not None and entry.evidence_y is not None and ev is not None
+            assert len(entry.evidence_y) == len(ev[1])
+        X = unit(np.random.default_rng(3).normal(size=(5, 384)).astype(np.float32))
+        p = scorer.p_correct(pool, bundle.names, X)
+        assert p.shape == (5, len(bundle.names)) and np.isfinite(p).all()
