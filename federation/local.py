@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from federation.aggregate import group_of
 from training.data.matrix import EvalMatrix
-from training.routers.kmeans import cell_stats, local_centroids
+from training.routers.kmeans import KMeansConfig, KMeansRouter, cell_stats, local_centroids
 from training.routers.mlp import MLPConfig, MLPRouter, MLPRouterNet, local_train, observed_rows
 
 Arrays = dict[str, npt.NDArray[np.float32]]
@@ -248,3 +248,32 @@ def poison(arrays: Arrays, global_arrays: Mapping[str, np.ndarray], attack: str)
     if attack == "nan":
         return {k: np.full_like(v, np.nan) for k, v in arrays.items()}
     return arrays
+
+
+def kmeans_from_stats(
+    cfg: KMeansConfig,
+    models: list[str],
+    centres: np.ndarray,
+    sum_acc: np.ndarray,
+    sum_cost: np.ndarray,
+    counts: np.ndarray,
+    *,
+    unknown_cost: float = 1e6,
+) -> KMeansRouter:
+    """``KMeansRouter.from_stats`` where some model may have no logged row at all (strong
+    per-client model skew: nobody logged it): such a model gets accuracy 0 and a prohibitive
+    cost in every cell, so it is never chosen, as a client-local router treats a model it never
+    logged."""
+    known = counts.sum(0) > 0
+    if known.all():
+        return KMeansRouter.from_stats(cfg, models, centres, sum_acc, sum_cost, counts)
+    if not known.any():
+        raise ValueError("no evaluations at all for any model")
+    sub = KMeansRouter.from_stats(
+        cfg, [m for m, k in zip(models, known, strict=True) if k], centres,
+        sum_acc[:, known], sum_cost[:, known], counts[:, known],
+    )  # fmt: skip
+    acc = np.zeros(counts.shape, dtype=np.float32)
+    cost = np.full(counts.shape, unknown_cost, dtype=np.float32)
+    acc[:, known], cost[:, known] = sub.acc, sub.cost
+    return KMeansRouter(cfg, list(models), sub.centres, acc, cost, counts.astype(np.float32))

@@ -37,7 +37,7 @@ from flwr.serverapp import Grid, ServerApp
 from federation.client_app import arrays_of, num, nums, record_of, spec_of
 from federation.config import FederationConfig
 from federation.data_source import experiment_partition, federation_models
-from federation.local import as_plain, net_arrays, new_net, pooled_moments
+from federation.local import as_plain, kmeans_from_stats, net_arrays, new_net, pooled_moments
 from federation.partition import global_test
 from federation.routers import router_auc
 from federation.strategy import RouterFedAvg
@@ -276,7 +276,7 @@ class FederatedRun:
         self._hook("kmeans-pass1", 1, None)
         sums, report = self._cells(grid, nodes, models, centres, {})
         kcfg = KMeansConfig(k=len(centres), seed=cfg.seed)
-        router = KMeansRouter.from_stats(kcfg, models, centres, *sums)
+        router = kmeans_from_stats(kcfg, models, centres, *sums)
         auc = self._server_auc(router)
         self.history["rounds"].append({"stage": "kmeans", "round": 2, "auc": auc})
         self.history["aggregation"] = {"kmeans": [report]}
@@ -290,7 +290,7 @@ class FederatedRun:
             acc, cost, cnt = (
                 np.concatenate([old, n[:, -1:]], axis=1) for old, n in zip(sums, new, strict=True)
             )
-            router = KMeansRouter.from_stats(kcfg, wide, centres, acc, cost, cnt)
+            router = kmeans_from_stats(kcfg, wide, centres, acc, cost, cnt)
         return router
 
     def _cells(

@@ -41,6 +41,7 @@ from federation.data_source import experiment_partition, experiment_validation
 from federation.local import log_cost_moments, pooled_moments, train_mlp
 from federation.partition import ClientData, global_test, pooled_train
 from federation.routers import (
+    UNKNOWN_COST,
     MaskedRouter,
     PersonalisedRouter,
     hull_auc,
@@ -126,13 +127,7 @@ def train_local(cfg: FederationConfig, data: ClientData) -> Router:
         return MaskedRouter(train_mlp(data.train, mcfg, spec_of(cfg)), known)
     sub = data.train.select_models([data.train.models[j] for j in known])
     kr = train_kmeans_router(sub, KMeansConfig(k=LOCAL_K, seed=cfg.seed + data.client))
-    m = len(data.train.models)
-    acc = np.zeros((len(kr.centres), m), dtype=np.float32)
-    cost = np.ones((len(kr.centres), m), dtype=np.float32)
-    counts = np.zeros((len(kr.centres), m), dtype=np.float32)
-    acc[:, known], cost[:, known], counts[:, known] = kr.acc, kr.cost, kr.counts
-    full = KMeansRouter(kr.cfg, list(data.train.models), kr.centres, acc, cost, counts)
-    return MaskedRouter(full, known)
+    return MaskedRouter(_widen(kr, list(data.train.models), known), known)
 
 
 def personal_calibration(cfg: FederationConfig, data: ClientData) -> tuple[EvalMatrix, EvalMatrix]:
@@ -160,7 +155,26 @@ def train_central(cfg: FederationConfig, pooled: EvalMatrix) -> Router:
         )  # fmt: skip
         moments = pooled_moments([log_cost_moments(pooled)])
         return train_mlp(pooled, mcfg, spec_of(cfg), cost_moments=moments)
-    return train_kmeans_router(pooled, KMeansConfig(k=CENTRAL_K, seed=cfg.seed))
+    known = [j for j in range(len(pooled.models)) if pooled.observed[:, j].any()]
+    if len(known) == len(pooled.models):
+        return train_kmeans_router(pooled, KMeansConfig(k=CENTRAL_K, seed=cfg.seed))
+    # a model nobody logged (strong model skew): never chosen, as the federated router does
+    kr = train_kmeans_router(
+        pooled.select_models([pooled.models[j] for j in known]),
+        KMeansConfig(k=CENTRAL_K, seed=cfg.seed),
+    )
+    return _widen(kr, list(pooled.models), known)
+
+
+def _widen(kr: KMeansRouter, models: list[str], known: list[int]) -> KMeansRouter:
+    """A K-means router over ``known`` columns as one over all ``models`` (the others: never
+    chosen, accuracy 0 at a prohibitive cost)."""
+    m = len(models)
+    acc = np.zeros((len(kr.centres), m), dtype=np.float32)
+    cost = np.full((len(kr.centres), m), UNKNOWN_COST, dtype=np.float32)
+    counts = np.zeros((len(kr.centres), m), dtype=np.float32)
+    acc[:, known], cost[:, known], counts[:, known] = kr.acc, kr.cost, kr.counts
+    return KMeansRouter(kr.cfg, models, kr.centres, acc, cost, counts)
 
 
 def _test_for(router: Router, test: EvalMatrix) -> EvalMatrix:
@@ -189,7 +203,15 @@ def simulate(
     run = run_flower_simulation(cfg, out / "federated", progress=progress, verbose=verbose)
     fed: Router = run.routers["final"]
     step = tqdm(total=2 + cfg.clients, desc="baselines", disable=not progress, file=sys.stderr)
-    central = train_central(cfg, pooled_train(parts))
+    pooled = pooled_train(parts)
+    central = train_central(cfg, pooled)
+    unlogged = [m for j, m in enumerate(pooled.models) if not pooled.observed[:, j].any()]
+    if unlogged and cfg.router == "mlp":  # no client logged them: their heads never trained
+        log.info("models nobody logged, never chosen: %s", unlogged)
+        fed = MaskedRouter(fed, [j for j, m in enumerate(fed.models) if m not in unlogged])
+        central = MaskedRouter(
+            central, [j for j, m in enumerate(central.models) if m not in unlogged]
+        )
     step.update(1)
     local: list[Router] = []
     for p in parts:

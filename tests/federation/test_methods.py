@@ -179,3 +179,18 @@ def test_every_router_is_scored_on_the_pool_range() -> None:
     assert router_auc(r, parts[0].test, span) == common_range_auc(
         *router_curve(r, parts[0].test), *span
     )
+
+
+def test_a_model_nobody_logged_is_never_chosen_by_the_kmeans_router() -> None:
+    """Strong model skew can leave a model unlogged by every client: the federated K-means
+    router (and the centralised one) must still build, and never route to it."""
+    from federation.local import kmeans_from_stats
+    from training.routers.kmeans import KMeansConfig
+
+    centres = np.eye(2, 384, dtype=np.float32)
+    counts = np.array([[3.0, 0.0, 2.0], [1.0, 0.0, 4.0]])
+    sums = counts * 0.5
+    r = kmeans_from_stats(KMeansConfig(k=2), ["a", "b", "c"], centres, sums, sums * 1e-3, counts)
+    out = r.predict(centres)
+    assert (out.p_correct[:, 1] == 0).all() and (out.cost_usd[:, 1] >= 1e5).all()
+    np.testing.assert_allclose(out.p_correct[:, [0, 2]], 0.5, rtol=1e-6)
