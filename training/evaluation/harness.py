@@ -288,7 +288,7 @@ def _shipped_bundle(dataset: str) -> Path | None:
 
 def _served_method(
     locus: Any, bundle_dir: Path | None, prep: Prepared
-) -> Callable[[Array], Array] | None:
+) -> Callable[[Array, bool], Array] | None:
     """LOCUS-KR as the gateway serves the shipped pool: the bundle's embeddings, evidence and
     parameters (training/routers/locus_kr.py); None without a bundle that carries them."""
     if bundle_dir is None or locus.routing.get("method") != "locus_kr":
@@ -308,11 +308,11 @@ def _served_method(
             return None
         evs.append(Evidence.build(ev[0], ev[1], locus.predict(Zb[i : i + 1], ev[0])[:, 0]))
 
-    def predict(X: Array) -> Array:
+    def predict(X: Array, with_default: bool) -> Array:
         prior = locus.predict(Zb, X)
         Xu = unit(X)
         p = np.stack([kr_predict(e, prior[:, i], params, X=Xu) for i, e in enumerate(evs)], 1)
-        return penalise(p, [e.mean for e in evs], params.margin)
+        return penalise(p, [e.mean for e in evs], params.margin) if with_default else p
 
     return predict
 
@@ -404,14 +404,19 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
         "mf": MethodOutput(mf.predict(te.embeddings), cost_te_learned),
     }
     if served is not None:
-        methods["locus_kr"] = MethodOutput(served(te.embeddings), cost_te_learned)
+        # the served decision (P(correct) after the do-no-harm default penalty), and the same
+        # method's P(correct) itself for the correctness columns
+        methods["locus_kr"] = MethodOutput(
+            served(te.embeddings, True), cost_te_learned, predicts_correctness=False
+        )
+        methods["locus_kr_p"] = MethodOutput(served(te.embeddings, False), cost_te_learned)
     cost_va = routers["mlp"].predict(va.embeddings).cost_usd
     val_p: dict[str, Array] = {
         "locus": locus.predict(Z, va.embeddings),
         "locus_prompt_cost": locus.predict(Z, va.embeddings),
         "mf": mf.predict(va.embeddings),
         **{n: r.predict(va.embeddings).p_correct for n, r in routers.items()},
-        **({"locus_kr": served(va.embeddings)} if served is not None else {}),
+        **({"locus_kr_p": served(va.embeddings, False)} if served is not None else {}),
     }
     for name, r in routers.items():
         o = r.predict(te.embeddings)
