@@ -76,6 +76,13 @@ def runs() -> dict[str, FederationConfig]:
         out[f"mm_{r}_expand_s0"] = FederationConfig(
             **BASE, **LOGS["mm"], **knobs, router=r, seed=0, expand_model="Yi-34B"
         )
+    # ... and on RouterBench its most accurate model, left out of the first training (the
+    # MMLU-Pro held-out models are all dominated by gemini-1.5-flash-002 there)
+    for r in ("mlp", "kmeans"):
+        knobs = chosen if r == "mlp" else {}
+        out[f"rb_{r}_expand_s0"] = FederationConfig(
+            **BASE, **LOGS["rb"], **knobs, router=r, seed=0, expand_model="gpt-4-1106-preview"
+        )
     out["rb_mlp_join_s0"] = FederationConfig(
         **BASE, **LOGS["rb"], **chosen, router="mlp", seed=0, new_clients=2
     )
