@@ -293,7 +293,6 @@ def results_markdown(
         "| log | " + " | ".join(f"{m}: fed / cen (val)" for m in methods) + " |",
         "| --- | " + " | ".join("---" for _ in methods) + " |",
     ]
-    means: dict[str, list[float]] = {m: [] for m in methods}
     for lg in logs:
         cells = []
         for m in methods:
@@ -301,12 +300,8 @@ def results_markdown(
             if r is None:
                 cells.append("not run")
                 continue
-            means[m].append(r["val_auc"]["federated"])
             cells.append(f"{r['val_auc']['federated']:.4f} / {r['val_auc']['centralized']:.4f}")
         lines.append(f"| {lg} | " + " | ".join(cells) + " |")
-    lines.append(
-        "| mean federated | " + " | ".join(f"{_mean(means[m]):.4f}" for m in methods) + " |"
-    )
     shared_logs = [lg for lg in logs if all(f"{lg}_mlp_{m}_s0" in reports for m in methods)]
 
     def val_mean(m: str) -> float:
