@@ -201,37 +201,63 @@ class Catalog:
         mean_completion_tokens: float,
         evidence: tuple[Array, Array] | None = None,
     ) -> bool:
-        """Register a model with a ready LOCUS embedding (the shipped pool); False if present.
+        """Register a model with a ready LOCUS embedding (the shipped pool); False if present
+        (unless it is a bundle model embedded by other weights: then it is refreshed from the
+        bundle, see ``_refreshable``).
 
         ``evidence`` (query embeddings [n, D], scores [n]): the evaluations the embedding was
         made from, stored like a registration's so that the scorer (LOCUS-KR) can use them and a
         new LOCUS checkpoint can re-embed the model.
         """
         async with self.db.session() as s:
-            exists = (
-                await s.execute(select(ModelRow.id).where(ModelRow.name == spec.name))
-            ).first()
-            if exists:
-                return False
-            s.add(
-                self._row(
-                    spec,
-                    embedding,
-                    num_evaluations=num_evaluations,
-                    mean_prompt_tokens=mean_prompt_tokens,
-                    mean_completion_tokens=mean_completion_tokens,
-                    # Re-embedding blends this base with embeddings of evaluations added later.
-                    meta={
-                        "base_embedding": [float(v) for v in embedding],
-                        "base_evaluations": num_evaluations,
-                        **(
-                            {"mean_score": float(np.mean(evidence[1]))}
-                            if evidence is not None and len(evidence[1])
-                            else {}
-                        ),
-                    },
+            old = (
+                await s.execute(select(ModelRow).where(ModelRow.name == spec.name))
+            ).scalar_one_or_none()
+            if old is not None:
+                if not self._refreshable(old, spec):
+                    return False
+                # A shipped model embedded by other weights (a new bundle): take the bundle's
+                # new embedding and evaluations instead of leaving it stale (or disabled).
+                await s.execute(
+                    delete(EvaluationRow).where(
+                        EvaluationRow.model_name == spec.name, EvaluationRow.key_id.is_(None)
+                    )
                 )
-            )
+                meta = dict(old.meta or {})
+                if meta.pop("stale_disabled", None):
+                    old.enabled = True
+                old.embedding = to_blob(embedding)
+                old.num_evaluations = num_evaluations
+                old.mean_prompt_tokens = mean_prompt_tokens
+                old.mean_completion_tokens = mean_completion_tokens
+                meta.update(
+                    base_embedding=[float(v) for v in embedding],
+                    base_evaluations=num_evaluations,
+                    embedder=self.embedder_id,
+                )
+                if evidence is not None and len(evidence[1]):
+                    meta["mean_score"] = float(np.mean(evidence[1]))
+                old.meta = meta
+            else:
+                s.add(
+                    self._row(
+                        spec,
+                        embedding,
+                        num_evaluations=num_evaluations,
+                        mean_prompt_tokens=mean_prompt_tokens,
+                        mean_completion_tokens=mean_completion_tokens,
+                        # Re-embedding blends this base with embeddings of evaluations added later.
+                        meta={
+                            "base_embedding": [float(v) for v in embedding],
+                            "base_evaluations": num_evaluations,
+                            **(
+                                {"mean_score": float(np.mean(evidence[1]))}
+                                if evidence is not None and len(evidence[1])
+                                else {}
+                            ),
+                        },
+                    )
+                )
             if evidence is not None:
                 s.add_all(
                     EvaluationRow(
@@ -249,6 +275,15 @@ class Catalog:
                 return False
         await self.publish(version)
         return True
+
+    def _refreshable(self, row: ModelRow, spec: ModelSpec) -> bool:
+        """A bundle model stored by other LOCUS weights, offered again by a bundle."""
+        meta = row.meta or {}
+        return (
+            spec.meta.get("source") == "bundle"
+            and meta.get("source") == "bundle"
+            and meta.get("embedder") != self.embedder_id
+        )
 
     async def get(self, s: AsyncSession, name: str) -> ModelRow:
         row = (await s.execute(select(ModelRow).where(ModelRow.name == name))).scalar_one_or_none()

@@ -130,3 +130,36 @@ def test_the_shipped_bundle_is_served_with_locus_kr(tmp_path) -> None:
         X = unit(np.random.default_rng(3).normal(size=(5, 384)).astype(np.float32))
         p = scorer.p_correct(pool, bundle.names, X)
         assert p.shape == (5, len(bundle.names)) and np.isfinite(p).all()
+
+
+def test_a_new_bundle_refreshes_its_models_stored_by_older_weights(tmp_path, fake_a) -> None:
+    """A database seeded by an older bundle (no stored evaluations, other LOCUS weights) takes the
+    new bundle's embedding and evaluations instead of keeping the model disabled as stale."""
+    from tests.service.test_stale_embeddings import ShiftedLocus
+
+    settings = make_settings(tmp_path)
+    spec = ModelSpec("shipped", "openai", fake_a.url, "backend-a", None, 1.0, 1.0,
+                     meta={"source": "bundle"})  # fmt: skip
+    X = unit(np.random.default_rng(4).normal(size=(6, 384)).astype(np.float32))
+    y = np.array([1, 0, 0, 1, 0, 1], dtype=np.float32)
+
+    def seed(gw, evidence):  # type: ignore[no-untyped-def]
+        fut = asyncio.run_coroutine_threadsafe(
+            gw.c.catalog.register_embedded(
+                spec, embedding=np.array([0.5], np.float32), num_evaluations=6,
+                mean_prompt_tokens=0, mean_completion_tokens=0, evidence=evidence,
+            ),
+            gw.server_loop(),
+        )  # fmt: skip
+        return fut.result(10)
+
+    with run_gateway(settings) as gw:
+        assert seed(gw, None) is True
+        assert seed(gw, None) is False  # same weights: nothing to refresh
+    with run_gateway(settings, locus=ShiftedLocus()) as gw:
+        assert gw.admin("GET", "/admin/models/shipped").json()["enabled"] is False  # stale
+        assert seed(gw, (X, y)) is True
+        body = gw.admin("GET", "/admin/models/shipped").json()
+        assert body["enabled"] is True
+        entry = gw.c.engine.pool.get("shipped")
+        assert entry is not None and entry.evidence_y is not None and len(entry.evidence_y) == 6
