@@ -70,10 +70,12 @@ def test_rate_limits_conversations_and_revocation_are_shared(pair, fake_a, fake_
     ).json()
     auth = {"Authorization": f"Bearer {created['key']}"}
     msgs = [{"role": "user", "content": "Write a parser"}]
-    # conversation state: turn 1 on replica a (forced to model-b), turn 2 on b sticks to it
+    # conversation state: turn 1 on replica a (forced to model-b), turn 2 on b sticks to it; a
+    # conversation is only ever named explicitly (never inferred from its first message)
+    conv = {**auth, "x-conversation-id": "replica-shared-conversation"}
     r1 = a.client.post(
         "/v1/chat/completions",
-        headers=auth,
+        headers=conv,
         json={"model": "junction/auto", "messages": msgs, "routing": {"candidates": ["model-b"]}},
     )
     assert r1.json()["model"] == "model-b"
@@ -83,7 +85,7 @@ def test_rate_limits_conversations_and_revocation_are_shared(pair, fake_a, fake_
         {"role": "user", "content": "now test it"},
     ]
     r2 = b.client.post(
-        "/v1/chat/completions", headers=auth, json={"model": "junction/auto", "messages": msgs2}
+        "/v1/chat/completions", headers=conv, json={"model": "junction/auto", "messages": msgs2}
     )
     assert r2.json()["model"] == "model-b" and r2.headers["x-junction-sticky"] == "true"
     # the request counter is shared: 2 used, 2 more allowed in total across replicas
