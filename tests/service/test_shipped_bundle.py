@@ -41,6 +41,14 @@ def _sample() -> list[tuple[str, str, str]]:
     return out
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "issue 9's target, not met yet: the shipped LOCUS-KR bundle sends all 280 questions to "
+        "gemini-1.5-flash-002 (routed 0.654 = best single 0.654); strict, so the day routing "
+        "wins this test fails until the marker is removed"
+    ),
+)
 def test_routing_on_the_shipped_bundle_beats_the_best_single_model(tmp_path) -> None:
     sample = _sample()
     ids = {q for q, _, _ in sample}
