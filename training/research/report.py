@@ -161,3 +161,10 @@ def plt_module() -> Any:
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def save_figure(fig: Any, path: Path) -> None:
+    """Lay out, write (110 dpi) and close one figure of a research report."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt_module().close(fig)

@@ -356,7 +356,7 @@ def _plots(
     samples: list[float],
     ablation: dict[str, Any],
 ) -> list[str]:
-    from training.research.report import plt_module
+    from training.research.report import plt_module, save_figure
 
     plt = plt_module()
     fig, ax = plt.subplots(figsize=(5, 4))
@@ -369,18 +369,14 @@ def _plots(
     ax.set_xlabel("agents M")
     ax.set_ylabel("samples per agent to epsilon")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out / "speedup.png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, out / "speedup.png")
 
     fig, ax = plt.subplots(figsize=(5, 4))
     ax.loglog(spans, rounds, "o-", label="rounds")
     ax.loglog(spans, samples, "s-", label="samples per agent")
     ax.set_xlabel("span of h* (RiverSwim chains)")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out / "rounds_vs_span.png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, out / "rounds_vs_span.png")
 
     fig, ax = plt.subplots(figsize=(6, 4))
     labels = [k for k in next(iter(ablation.values())) if k != "schedule"]
@@ -394,9 +390,7 @@ def _plots(
     ax.set_xticks(x + 0.2, ["schedule", *labels], fontsize=7)
     ax.set_ylabel("samples to epsilon (single agent)")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out / "ablation.png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, out / "ablation.png")
     return ["speedup.png", "rounds_vs_span.png", "ablation.png"]
 
 

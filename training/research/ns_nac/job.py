@@ -195,7 +195,7 @@ def run(
 
 
 def _plot(out: Path, results: dict[str, Any], horizons: list[int]) -> list[str]:
-    from training.research.report import plt_module
+    from training.research.report import plt_module, save_figure
 
     plt = plt_module()
     out.mkdir(parents=True, exist_ok=True)
@@ -217,9 +217,7 @@ def _plot(out: Path, results: dict[str, Any], horizons: list[int]) -> list[str]:
         ax.set_ylabel("dynamic regret")
         ax.set_title(name)
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out / "regret_vs_T.png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, out / "regret_vs_T.png")
     return ["regret_vs_T.png"]
 
 

@@ -224,7 +224,7 @@ def run(
 def _plot(
     out: Path, rows: dict[str, Any], fractions: list[float], mis: list[float], pen: list[float]
 ) -> list[str]:
-    from training.research.report import plt_module
+    from training.research.report import plt_module, save_figure
 
     plt = plt_module()
     out.mkdir(parents=True, exist_ok=True)
@@ -237,9 +237,7 @@ def _plot(
     ax.set_xticks(x + 0.2, names)
     ax.set_ylabel("test error")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(out / "errors.png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, out / "errors.png")
     fig, ax = plt.subplots(figsize=(5, 4))
     ax.plot(mis, pen, "o-")
     for f, a, b in zip(fractions, mis, pen, strict=True):
@@ -247,9 +245,7 @@ def _plot(
     ax.axhline(0, color="k", lw=0.5)
     ax.set_xlabel("misaligned filters at init")
     ax.set_ylabel("non-IID minus IID test error")
-    fig.tight_layout()
-    fig.savefig(out / "sweep.png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, out / "sweep.png")
     return ["errors.png", "sweep.png"]
 
 
