@@ -547,23 +547,17 @@ class OpenAIServing:
             answer = self.replay.lookup(entry.backend.model or entry.name, prep.prompt_text)
             if answer is None:
                 raise UpstreamFailure("status", "no recorded answer", status=404)
-            ptoks = prep.prompt_tokens_est
-            if prep.stream:
-                s = self.replay.stream(
-                    entry,
-                    answer,
-                    chat=prep.kind == "chat",
-                    prompt_tokens=ptoks,
-                    max_tokens=prep.max_tokens,
-                )
-                return Served(entry, decision, 0, t_up, stream=s)
+            chat = prep.kind == "chat"
             body = self.replay.complete(
                 entry,
                 answer,
-                chat=prep.kind == "chat",
-                prompt_tokens=ptoks,
+                chat=chat,
+                prompt_tokens=prep.prompt_tokens_est,
                 max_tokens=prep.max_tokens,
             )
+            if prep.stream:
+                s = self.replay.stream(body, chat=chat)
+                return Served(entry, decision, 0, t_up, stream=s)
             return Served(entry, decision, 0, t_up, body=body)
         payload = self._payload(prep, entry)
         if prep.stream:

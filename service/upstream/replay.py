@@ -100,27 +100,17 @@ class ReplayBackend:
             "usage": usage,
         }
 
-    def stream(
-        self,
-        entry: PoolEntry,
-        answer: Answer,
-        *,
-        chat: bool,
-        prompt_tokens: int,
-        max_tokens: int | None = None,
-    ) -> ReplayStream:
+    def stream(self, body: dict[str, Any], *, chat: bool) -> ReplayStream:
+        """The events of a streamed response carrying the answer ``complete`` made as ``body``."""
         import json
 
-        body = self.complete(
-            entry, answer, chat=chat, prompt_tokens=prompt_tokens, max_tokens=max_tokens
-        )
         choice = body["choices"][0]
         text = str(choice["message"]["content"] if chat else choice["text"])
         base = {
             "id": body["id"],
             "object": "chat.completion.chunk" if chat else "text_completion",
             "created": body["created"],
-            "model": entry.name,
+            "model": body["model"],
             "system_fingerprint": FINGERPRINT,
         }
         words = text.split(" ") if text else []
