@@ -137,12 +137,20 @@ def _routed(
     }
 
 
-async def cost_knob(c: Any) -> dict[str, Any]:
+async def _bundle_curve(c: Any) -> tuple[Any, list[str], Curve]:
+    """(default scorer, the shipped bundle's model names, their validation routing curve)."""
     engine = c.engine
     pool = engine.pool
     scorer = engine.scorer_for(None)
     names = [n for n in pool.names if (pool.get(n).meta or {}).get("source") == "bundle"]
     curve: Curve = await engine.curve(scorer, pool, names)
+    return scorer, names, curve
+
+
+async def cost_knob(c: Any) -> dict[str, Any]:
+    engine = c.engine
+    pool = engine.pool
+    scorer, names, curve = await _bundle_curve(c)
     ids, texts, X = _questions("test")
     p = engine.predict(scorer, pool, names, X)
     cost = _expected(c, names, texts)
@@ -206,9 +214,7 @@ async def encoder_agreement(c: Any, n: int = 300, seed: int = 0) -> dict[str, An
 
     engine = c.engine
     pool = engine.pool
-    scorer = engine.scorer_for(None)
-    names = [n_ for n_ in pool.names if (pool.get(n_).meta or {}).get("source") == "bundle"]
-    curve: Curve = await engine.curve(scorer, pool, names)
+    scorer, names, curve = await _bundle_curve(c)
     ids, texts, _ = _questions("test")
     pick = np.sort(np.random.default_rng(seed).choice(len(ids), size=n, replace=False))
     ids, texts = [ids[i] for i in pick], [texts[i] for i in pick]
