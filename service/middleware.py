@@ -43,6 +43,19 @@ async def send_error(send: Send, err: JunctionError, *, close: bool = False) -> 
     await send({"type": "http.response.body", "body": body})
 
 
+class _StartTracker:
+    """A ``send`` that passes messages on and records whether the response has started."""
+
+    def __init__(self, send: Send) -> None:
+        self._send = send
+        self.started = False
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.started = True
+        await self._send(message)
+
+
 class BodySizeLimit:
     """Refuse bodies over ``max_bytes`` by Content-Length, or while streaming them in."""
 
@@ -68,7 +81,7 @@ class BodySizeLimit:
                     await self._reject(send)
                     return
         seen = 0
-        started = False
+        tracked = _StartTracker(send)
 
         async def limited_receive() -> Message:
             nonlocal seen
@@ -79,16 +92,10 @@ class BodySizeLimit:
                     raise PayloadTooLarge(f"request body exceeds {self.max_bytes} bytes")
             return message
 
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
         try:
-            await self.app(scope, limited_receive, tracking_send)
+            await self.app(scope, limited_receive, tracked)
         except PayloadTooLarge:
-            if not started:
+            if not tracked.started:
                 await self._reject(send)
 
 
@@ -170,16 +177,10 @@ class CatchAll:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        started = False
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
+        tracked = _StartTracker(send)
 
         try:
-            await self.app(scope, receive, tracking_send)
+            await self.app(scope, receive, tracked)
         except Exception as exc:
             err = classify(exc)
             if err.code == "database_busy":
@@ -191,7 +192,7 @@ class CatchAll:
                 log.error(
                     "unhandled error on %s %s", scope.get("method"), scope.get("path"), exc_info=exc
                 )
-            if started:
+            if tracked.started:
                 # Headers are out: nothing valid can follow; end the body instead of the socket
                 # (if the response already ended, there is nothing left to do).
                 with contextlib.suppress(Exception):
