@@ -132,8 +132,6 @@ def _bench_routing(args: argparse.Namespace) -> int:
 
 
 def _soak(args: argparse.Namespace) -> int:
-    import json
-
     from service.soak import SoakConfig, format_soak, run_soak
 
     cfg = SoakConfig(
@@ -146,8 +144,7 @@ def _soak(args: argparse.Namespace) -> int:
     report = run_soak(cfg)
     sys.stdout.write(format_soak(report) + "\n")
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
+        _write_json(args.out, report, indent=1)
     return 0 if report["failed_with_healthy_candidate"] == 0 else 1
 
 
@@ -164,11 +161,16 @@ def _bench(args: argparse.Namespace) -> int:
     report = run_gateway_bench(cfg)
     sys.stdout.write(format_report(report))
     if args.out:
-        import json
-
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+        _write_json(args.out, report, indent=2)
     return 0
+
+
+def _write_json(out: str, report: object, *, indent: int) -> None:
+    """Write a command's JSON report to ``out``, creating its folder."""
+    import json
+
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(json.dumps(report, indent=indent) + "\n")
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
