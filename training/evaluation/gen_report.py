@@ -34,6 +34,12 @@ def _ks(routing: dict[str, Any], pool: str) -> list[int]:
     return sorted({int(k.split("/")[1]) for k in routing if k.split("/")[0] == pool})
 
 
+def _k_table(ks: list[int], rows: dict[str, list[str]]) -> list[str]:
+    """A ``| method | k=... |`` table: header, then a row per method (its cells, one a k)."""
+    head = ["| method | " + " | ".join(f"k={k}" for k in ks) + " |", "|---|" + "---|" * len(ks)]
+    return head + [f"| {LABEL[n]} | " + " | ".join(cells) + " |" for n, cells in rows.items()]
+
+
 def write_plots(figs: dict[str, Any], out: Path) -> None:
     for ds, kinds in figs.get("kinds", {}).items():
         mk = kinds.get("models")
@@ -142,20 +148,13 @@ def render_summary(r: dict[str, Any]) -> str:
                 lines += [
                     f"### Leave-models-out routing accuracy at lambda 0, {what} (test, mean over folds x draws)",
                     "",
-                    "| method | " + " | ".join(f"k={k}" for k in ks) + " |",
-                    "|---|" + "---|" * len(ks),
                 ]
                 rr = mk["routing"]
-                for n in ORDER:
-                    if n not in rr[f"{pool}/{ks[0]}"]:
-                        continue
-                    lines.append(
-                        f"| {LABEL[n]} | "
-                        + " | ".join(
-                            f"{_f(rr[f'{pool}/{k}'][n]['accuracy']['mean'])} "
-                            f"(±{_f(rr[f'{pool}/{k}'][n]['accuracy']['std'])})" for k in ks
-                        ) + " |"
-                    )  # fmt: skip
+                lines += _k_table(ks, {
+                    n: [f"{_f(rr[f'{pool}/{k}'][n]['accuracy']['mean'])} "
+                        f"(±{_f(rr[f'{pool}/{k}'][n]['accuracy']['std'])})" for k in ks]
+                    for n in ORDER if n in rr[f"{pool}/{ks[0]}"]
+                })  # fmt: skip
                 for ref in ("best_single", "category_best", "oracle"):
                     if ref not in rr[f"{pool}/{ks[0]}"]["ref"]:
                         continue
@@ -181,19 +180,12 @@ def render_summary(r: dict[str, Any]) -> str:
             lines += [
                 "### Correctness prediction of held-out models (test cells): accuracy / log-loss / AUROC",
                 "",
-                "| method | " + " | ".join(f"k={k}" for k in ks) + " |",
-                "|---|" + "---|" * len(ks),
             ]
-            for n in ORDER:
-                if n not in c[str(ks[0])]:
-                    continue
-                lines.append(
-                    f"| {LABEL[n]} | "
-                    + " | ".join(
-                        f"{_f(c[str(k)][n]['accuracy']['mean'])} / {_f(c[str(k)][n]['log_loss']['mean'])}"
-                        f" / {_f(c[str(k)][n]['auroc']['mean'])}" for k in ks
-                    ) + " |"
-                )  # fmt: skip
+            lines += _k_table(ks, {
+                n: [f"{_f(c[str(k)][n]['accuracy']['mean'])} / {_f(c[str(k)][n]['log_loss']['mean'])}"
+                    f" / {_f(c[str(k)][n]['auroc']['mean'])}" for k in ks]
+                for n in ORDER if n in c[str(ks[0])]
+            })  # fmt: skip
             pr = mk["pairs"]
             ks = sorted(int(k) for k in pr if "/" not in k)
             if ks:
@@ -202,19 +194,12 @@ def render_summary(r: dict[str, Any]) -> str:
                     f"### Strong/weak pairs ({len(mk['pair_names'])} pairs >= 5 points apart): "
                     "APGR mean (± std over pairs x draws), CPT(50%)",
                     "",
-                    "| method | " + " | ".join(f"k={k}" for k in ks) + " |",
-                    "|---|" + "---|" * len(ks),
                 ]
-                for n in ORDER:
-                    if n not in pr[str(ks[0])]:
-                        continue
-                    lines.append(
-                        f"| {LABEL[n]} | "
-                        + " | ".join(
-                            f"{_f(pr[str(k)][n]['mean'])} (±{_f(pr[str(k)][n]['std'])}), "
-                            f"CPT {_f(pr[f'{k}/cpt50'][n]['mean'], 2)}" for k in ks
-                        ) + " |"
-                    )  # fmt: skip
+                lines += _k_table(ks, {
+                    n: [f"{_f(pr[str(k)][n]['mean'])} (±{_f(pr[str(k)][n]['std'])}), "
+                        f"CPT {_f(pr[f'{k}/cpt50'][n]['mean'], 2)}" for k in ks]
+                    for n in ORDER if n in pr[str(ks[0])]
+                })  # fmt: skip
             lines.append("")
         tk = res["kinds"].get("tasks")
         if tk:
