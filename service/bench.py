@@ -28,9 +28,12 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from service.local_servers import free_port
+
+if TYPE_CHECKING:
+    import httpx
 
 ADMIN = "bench-admin-token-0123456789"
 LITELLM_KEY = "sk-bench-litellm-master-key-0123456789abcdef"
@@ -169,33 +172,50 @@ def _locus_checkpoint(folder: Path) -> Path:
 def _register(base: str, backend_url: str, n: int, seed: int) -> list[str]:
     import logging
 
-    import httpx
-
     logging.getLogger("httpx").setLevel(logging.WARNING)
     rng = random.Random(seed)
     names = []
     turns = chat_turns(32 * n, seed + 1)
-    with httpx.Client(
-        base_url=base, headers={"Authorization": f"Bearer {ADMIN}"}, timeout=120
-    ) as c:
+    with admin_client(base, ADMIN, timeout=120) as c:
         for j in range(n):
             name = f"bench-model-{j}"
             evals = [
                 {"query": turns[32 * j + i], "score": float(rng.random() < 0.3 + 0.06 * j)}
                 for i in range(32)
             ]
-            r = c.post(
-                "/admin/models",
-                json={
-                    "name": name,
-                    "backend": {"url": backend_url, "model": name},
-                    "pricing": {"input_per_mtok": 0.1 * (j + 1), "output_per_mtok": 0.3 * (j + 1)},
-                    "evaluations": evals,
-                },
-            )
-            r.raise_for_status()
+            add_model(c, name, backend_url, (0.1 * (j + 1), 0.3 * (j + 1)), evals)
             names.append(name)
     return names
+
+
+def admin_client(base: str, admin: str, *, timeout: float) -> httpx.Client:
+    """An HTTP client on the gateway at ``base`` carrying the admin token."""
+    import httpx
+
+    return httpx.Client(
+        base_url=base, headers={"Authorization": f"Bearer {admin}"}, timeout=timeout
+    )
+
+
+def add_model(
+    c: httpx.Client,
+    name: str,
+    url: str,
+    pricing: tuple[float, float],
+    evaluations: list[dict[str, Any]],
+) -> None:
+    """``POST /admin/models``: an OpenAI-compatible backend at ``url`` serving ``name``, priced
+    (input, output) USD per million tokens, with its evaluations; raises on a refusal."""
+    r = c.post(
+        "/admin/models",
+        json={
+            "name": name,
+            "backend": {"url": url, "model": name},
+            "pricing": {"input_per_mtok": pricing[0], "output_per_mtok": pricing[1]},
+            "evaluations": evaluations,
+        },
+    )
+    r.raise_for_status()
 
 
 def _litellm_proxy(

@@ -41,7 +41,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from service.bench import _locus_checkpoint, chat_turns
+from service.bench import _locus_checkpoint, add_model, admin_client, chat_turns
 from service.local_servers import free_port, wait_until_up
 
 ADMIN = "soak-admin-token-0123456789"
@@ -145,29 +145,16 @@ def _backend(port: int, *extra: str) -> subprocess.Popen[bytes]:
 
 
 def _register(base: str, urls: dict[str, str], turns: list[str], seed: int) -> None:
-    import httpx
-
     rng = random.Random(seed)
     # mean scores: flaky-killed best (draws the traffic), then bursty, then slow
     quality = {"flaky-killed": 0.9, "bursty": 0.7, "slow": 0.5}
-    with httpx.Client(
-        base_url=base, headers={"Authorization": f"Bearer {ADMIN}"}, timeout=300
-    ) as c:
+    with admin_client(base, ADMIN, timeout=300) as c:
         for name, url in urls.items():
             evals = [
                 {"query": turns[i % len(turns)], "score": float(rng.random() < quality[name])}
                 for i in range(32)
             ]
-            r = c.post(
-                "/admin/models",
-                json={
-                    "name": name,
-                    "backend": {"url": url, "model": name},
-                    "pricing": {"input_per_mtok": 0.1, "output_per_mtok": 0.3},
-                    "evaluations": evals,
-                },
-            )
-            r.raise_for_status()
+            add_model(c, name, url, (0.1, 0.3), evals)
 
 
 async def _clients(
