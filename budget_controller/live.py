@@ -68,7 +68,7 @@ class LiveTurn:
 def _gold(cfg: LiveConfig) -> dict[str, str]:
     if not cfg.shared_data:
         return {}
-    from service.live_eval import gold_questions
+    from training.data.mmlu_pro import gold_questions
 
     return {qid: g[1] for qid, g in gold_questions(Path(cfg.shared_data)).items()}
 

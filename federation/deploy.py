@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from federation.config import FederationConfig
-from service.local_servers import NotUp, free_port, wait_until_up
+from training.local_servers import NotUp, free_port, wait_until_up
 
 log = logging.getLogger(__name__)
 

@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from service.local_servers import free_port
+from training.local_servers import free_port
 
 if TYPE_CHECKING:
     import httpx
@@ -94,7 +94,7 @@ def long_inputs(n: int, seed: int) -> list[str]:
 
 
 def _wait_http(url: str, timeout_s: float = 120.0) -> None:
-    from service.local_servers import wait_until_up
+    from training.local_servers import wait_until_up
 
     wait_until_up(url, timeout_s=timeout_s, name=url)
 

@@ -26,26 +26,12 @@ import httpx
 from tqdm import tqdm
 
 from training.data.answers import extract_choice
+from training.data.mmlu_pro import gold_questions
 
 INSTRUCTION = "Answer the multiple-choice question with the letter of the correct option only."
 # Splits onboarding questions may come from; test questions are for evaluating routing.
 ONBOARDING_SPLITS = ("train",)
 _OPTION = re.compile(r"^([A-P])\. ", re.MULTILINE)
-
-
-def gold_questions(shared_data: Path) -> dict[str, tuple[str, str, str]]:
-    """query_id -> (query text, gold letter, category), from one model's raw MMLU-Pro outputs."""
-    from training.data.mmlu_pro import query_text, read_model_outputs
-
-    zips = sorted(
-        (shared_data / "mmlu_pro").glob("model_outputs_*_5shots.zip"),
-        key=lambda p: p.stat().st_size,
-    )
-    out = read_model_outputs(zips[0])
-    return {
-        r.question_id: (query_text(r.question, r.options), r.answer, r.category)
-        for r in out.records
-    }
 
 
 def options_in(query: str) -> int:

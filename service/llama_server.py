@@ -20,8 +20,8 @@ import subprocess
 import sys
 from types import TracebackType
 
-from service.local_servers import NotUp, wait_until_up
 from training.data.tokens import smollm2_gguf_path
+from training.local_servers import NotUp, wait_until_up
 
 ALIAS = "smollm2-135m"
 

@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from service.bench import _locus_checkpoint, add_model, admin_client, chat_turns
-from service.local_servers import free_port, wait_until_up
+from training.local_servers import free_port, wait_until_up
 
 ADMIN = "soak-admin-token-0123456789"
 

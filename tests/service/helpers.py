@@ -15,10 +15,10 @@ import numpy as np
 import uvicorn
 
 from service.app import Components, create_app
-from service.local_servers import free_port
 from service.routing.fallback import ConstantEmbedder
 from service.settings import Settings
 from service.upstream.replay import ReplayBackend
+from training.local_servers import free_port
 
 ADMIN_TOKEN = "test-admin-token-0123456789"
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}

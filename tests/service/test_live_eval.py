@@ -42,7 +42,7 @@ def _gold(row: dict) -> str:
 def _load_gold() -> None:
     if not (SHARED / "mmlu_pro").exists():
         pytest.skip("needs ../shared/data/mmlu_pro")
-    from service.live_eval import gold_questions
+    from training.data.mmlu_pro import gold_questions
 
     _GOLD.update({qid: g[1] for qid, g in gold_questions(SHARED).items()})
 

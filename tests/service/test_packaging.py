@@ -23,7 +23,7 @@ import httpx
 import pytest
 import yaml
 
-from service.local_servers import free_port
+from training.local_servers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGED = ("service", "training", "budget_controller", "federation", "migrations")

@@ -126,3 +126,16 @@ def read_mmlu_pro_dir(folder: Path) -> Iterator[ModelOutputs]:
         raise FileNotFoundError(f"no MMLU-Pro output zips in {folder}")
     for f in files:
         yield read_model_outputs(f)
+
+
+def gold_questions(shared_data: Path) -> dict[str, tuple[str, str, str]]:
+    """query_id -> (query text, gold letter, category), from one model's raw MMLU-Pro outputs."""
+    zips = sorted(
+        (shared_data / "mmlu_pro").glob("model_outputs_*_5shots.zip"),
+        key=lambda p: p.stat().st_size,
+    )
+    out = read_model_outputs(zips[0])
+    return {
+        r.question_id: (query_text(r.question, r.options), r.answer, r.category)
+        for r in out.records
+    }

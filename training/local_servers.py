@@ -1,5 +1,6 @@
 """Local helper processes on loopback (SmolLM2's server, benchmark backends, Flower's SuperLink):
-a free port to put one on, and waiting until it answers HTTP.
+a free port to put one on, and waiting until it answers HTTP. It sits in the bottom layer because
+the gateway, the federation's deployment and the benchmarks all start such processes.
 
 Usage::
 
