@@ -167,8 +167,9 @@ class FlowerBackend:
     def run(
         self, experiments: Sequence[FedExperiment], *, progress: bool = False
     ) -> list[FedResult]:
-        from flwr.simulation import run_simulation
         from tqdm import tqdm
+
+        from federation.simulate import simulate_in_process
 
         # Ray warns (FutureWarning) about a GPU env-var default it is changing; we use no GPUs.
         os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
@@ -185,22 +186,14 @@ class FlowerBackend:
         def main(grid: Grid, context: Context) -> None:  # noqa: ARG001 - Flower's signature
             sink["results"] = run_experiments(grid, experiments, on_round=lambda: bar.update(1))
 
-        flwr_log = logging.getLogger("flwr")
-        level = flwr_log.level
-        if not self.verbose:
-            flwr_log.setLevel(logging.WARNING)
         try:
-            run_simulation(
+            simulate_in_process(
                 server_app=server,
                 client_app=make_research_client_app(),
                 num_supernodes=max(e.clients for e in experiments),
-                backend_config={
-                    "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
-                    "init_args": {"num_cpus": 2, "num_gpus": 0, "logging_level": "ERROR"},
-                },
+                verbose=self.verbose,
             )
         finally:
-            flwr_log.setLevel(level)
             bar.close()
         if "results" not in sink:
             raise RuntimeError("the Flower research run did not finish (see the Flower log)")

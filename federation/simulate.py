@@ -65,7 +65,6 @@ def run_flower_simulation(
 ) -> Any:
     """Run the ServerApp and ClientApps in Flower's Simulation Engine; returns the FederatedRun."""
     import torch
-    from flwr.simulation import run_simulation
 
     from federation.client_app import make_client_app
     from federation.server_app import make_server_app
@@ -90,15 +89,36 @@ def run_flower_simulation(
             bar.set_postfix(stage=stage, auc=f"{auc:.4f}" if auc is not None else "-")
 
     sink: dict[str, Any] = {}
+    try:
+        simulate_in_process(
+            server_app=make_server_app(overrides, on_round=on_round, sink=sink),
+            client_app=make_client_app(overrides),
+            num_supernodes=cfg.clients,
+            verbose=verbose,
+        )
+    finally:
+        bar.close()
+    if "run" not in sink:
+        raise RuntimeError("the federated run did not finish (see the Flower log above)")
+    return sink["run"]
+
+
+def simulate_in_process(
+    *, server_app: Any, client_app: Any, num_supernodes: int, verbose: bool
+) -> None:
+    """One in-process Flower simulation (Ray, one CPU per client, two in all), Flower's own log
+    at WARNING unless ``verbose``. The routers' and the research jobs' runs both go through it."""
+    from flwr.simulation import run_simulation
+
     flwr_log = logging.getLogger("flwr")
     level = flwr_log.level
     if not verbose:
         flwr_log.setLevel(logging.WARNING)
     try:
         run_simulation(
-            server_app=make_server_app(overrides, on_round=on_round, sink=sink),
-            client_app=make_client_app(overrides),
-            num_supernodes=cfg.clients,
+            server_app=server_app,
+            client_app=client_app,
+            num_supernodes=num_supernodes,
             backend_config={
                 "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
                 "init_args": {"num_cpus": 2, "num_gpus": 0, "logging_level": "ERROR"},
@@ -106,10 +126,6 @@ def run_flower_simulation(
         )
     finally:
         flwr_log.setLevel(level)
-        bar.close()
-    if "run" not in sink:
-        raise RuntimeError("the federated run did not finish (see the Flower log above)")
-    return sink["run"]
 
 
 def local_epochs_matched(cfg: FederationConfig) -> int:
