@@ -3,7 +3,7 @@ PY      ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
-EXTRAS  ?= serve,fast,dev,federated
+EXTRAS  ?= serve,fast,dev,federated,research
 
 .PHONY: run report test lint venv browser data artifacts clean-venv
 
