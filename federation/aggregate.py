@@ -36,11 +36,18 @@ Arrays = dict[str, npt.NDArray[np.float32]]
 PER_MODEL_PREFIXES = ("head_w.", "head_b.", "model_z.")
 
 
+FIXED_KEYS = ("model_emb",)  # fixed inputs the server sets once: nobody trains or sends them
+
+
 def group_of(key: str) -> str:
-    """``trunk`` (what every client trains: the trunk, a shared head) or ``head:<model index>``
-    (a per-model head, bias or model embedding) for a state-dict key of the MLP router."""
+    """``trunk`` (what every client trains: the trunk, a shared head), ``head:<model index>``
+    (a per-model head, bias or learnt model embedding) or ``fixed`` (the embedding-conditioned
+    head's fixed model embeddings: never trained, never sent back) for a state-dict key of the
+    MLP router."""
     if key.startswith(PER_MODEL_PREFIXES):
         return "head:" + key.split(".", 1)[1]
+    if key in FIXED_KEYS:
+        return "fixed"
     return "trunk"
 
 

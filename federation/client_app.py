@@ -103,7 +103,7 @@ def calibration_set(data: ClientData, model: int, frac: float, seed: int) -> Eva
 
 
 def spec_of(cfg: FederationConfig) -> NetSpec:
-    return NetSpec(cfg.head, cfg.model_dim)
+    return NetSpec(cfg.head, cfg.model_dim, cfg.k_global)
 
 
 def round_seed(run_seed: int, rnd: int, client: int) -> int:

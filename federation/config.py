@@ -33,7 +33,7 @@ ROBUST_MODES = ("none", "clip", "trimmed")
 ATTACKS = ("none", "scale100", "nan")
 HELD_OUT = ("exclude", "include")
 SERVER_OPTS = ("avg", "momentum", "adam")
-HEADS = ("per-model", "shared")
+HEADS = ("per-model", "shared", "embedding")
 
 
 @dataclass
@@ -64,8 +64,10 @@ class FederationConfig:
     head: str = field(
         default="per-model",
         metadata={
-            "help": "MLP heads: per-model (one head each) or shared (a head shared by every "
-            "model, conditioned on a small learnt model embedding, plus a per-model bias)"
+            "help": "MLP heads: per-model (one head each), shared (a head shared by every "
+            "model, conditioned on a small learnt model embedding, plus a per-model bias) or "
+            "embedding (one head conditioned on fixed model embeddings from the training rows' "
+            "per-cluster accuracy and cost, k-global clusters; no per-model parameter)"
         },
     )
     model_dim: int = field(default=8, metadata={"help": "model-embedding size (head=shared)"})
@@ -139,6 +141,11 @@ class FederationConfig:
             raise ValueError(f"server-opt must be one of {SERVER_OPTS}, not {self.server_opt!r}")
         if self.head not in HEADS:
             raise ValueError(f"head must be one of {HEADS}, not {self.head!r}")
+        if self.head == "embedding" and self.expand_model and self.router == "mlp":
+            raise ValueError(
+                "head=embedding has no per-model head to add: model expansion needs "
+                "head=per-model or shared"
+            )
         if not 0 <= self.client_dropout < 1 or self.prox_mu < 0 or self.server_lr <= 0:
             raise ValueError("client-dropout must be in [0, 1), prox-mu >= 0, server-lr > 0")
         if not 0 <= self.trim_frac < 0.5:

@@ -12,7 +12,16 @@ Two MLP head layouts (``head`` in the run config):
   model-specific part, ``W_m = W + sum_k z_m[k] A_k``, and a per-model bias; ``W`` and ``A`` are
   trained by every client on every row, only the ``model_dim`` numbers ``z_m`` and the bias
   ``b_m`` are per model. :func:`as_plain` turns it into per-model heads exactly (same outputs), so
-  the saved router is an ordinary MLP router checkpoint.
+  the saved router is an ordinary MLP router checkpoint;
+- ``embedding``: :class:`EmbeddingHeadNet`, one head conditioned on a *fixed* embedding of each
+  model, ``W_m = W_0 + sum_j e_m[j] W_j`` (bias alike): no per-model parameter at all, so every
+  client trains every model's scorer on every row. The embedding (:func:`model_embedding`) is
+  derived from training data only: the model's accuracy in each of the run's K-means clusters
+  (shrunk towards its overall accuracy), its overall accuracy and its log mean cost, standardised
+  over the models. The federated run computes it from the same per-(cluster, model) sums the
+  federated K-means router aggregates (two query rounds before FedAvg); a centralised or local
+  router from its own training rows (:func:`embedding_from_data`). It is not the project's LOCUS
+  embedding: LOCUS is trained on MMLU-Pro only and its queries overlap the clients' test splits.
 
 Every random choice takes a seed: :func:`new_net` seeds the initialisation, :func:`mlp_round` the
 shuffles and the trunk's dropout (torch's global generator, seeded per round and client), so a
@@ -62,6 +71,10 @@ class SharedHeadNet(MLPRouterNet):
         z = torch.stack(list(self.model_z))  # [M, r]
         return self.shared_w + torch.einsum("mr,rkh->mkh", z, self.basis)
 
+    def head_biases(self) -> Tensor:
+        """[M, 2]: every model's bias."""
+        return torch.stack(list(self.head_b))
+
     def forward(self, x: Tensor) -> Tensor:
         hid = self.trunk(x)
         b = torch.stack(list(self.head_b))
@@ -78,36 +91,151 @@ class SharedHeadNet(MLPRouterNet):
         return out
 
 
+class EmbeddingHeadNet(MLPRouterNet):
+    """The MLP router's trunk with one head conditioned on fixed model embeddings (see above).
+
+    Model m's head is ``W_0 + sum_j e_m[j] W_j`` and its bias ``b_0 + sum_j e_m[j] c_j``: a
+    bilinear score in (trunk(x), e_m). Every parameter is shared, so a client's rows of any model
+    train the scorer of every model; the embeddings ``model_emb`` [M, d] are a fixed buffer.
+    """
+
+    def __init__(self, cfg: MLPConfig, model_emb: npt.ArrayLike) -> None:
+        super().__init__(cfg, 0)
+        h = cfg.hidden
+        emb = torch.as_tensor(np.asarray(model_emb, dtype=np.float32))
+        if emb.ndim != 2 or emb.shape[0] < 1:
+            raise ValueError(f"model embeddings must be [models, dim], got {tuple(emb.shape)}")
+        d = emb.shape[1]
+        self.register_buffer("model_emb", emb.clone())
+        self.cond_w0 = nn.Parameter(torch.randn(2, h) / h**0.5)
+        self.cond_w = nn.Parameter(torch.randn(d, 2, h) / h**0.5 / max(d, 1) ** 0.5)
+        self.cond_b0 = nn.Parameter(torch.zeros(2))
+        self.cond_b = nn.Parameter(torch.zeros(d, 2))
+
+    def add_head(self) -> int:
+        raise NotImplementedError("the embedding-conditioned head has no per-model head to add")
+
+    def _emb(self) -> Tensor:
+        return self.get_buffer("model_emb")
+
+    def head_weights(self) -> Tensor:
+        """[M, 2, H]: every model's effective head."""
+        return self.cond_w0 + torch.einsum("md,dkh->mkh", self._emb(), self.cond_w)
+
+    def head_biases(self) -> Tensor:
+        """[M, 2]: every model's effective bias."""
+        return self.cond_b0 + self._emb() @ self.cond_b
+
+    def forward(self, x: Tensor) -> Tensor:
+        hid = self.trunk(x)  # [B, H]
+        return torch.einsum("bh,mkh->bmk", hid, self.head_weights()) + self.head_biases()
+
+    def rows(self, x: Tensor, model_idx: Tensor) -> Tensor:
+        hid = self.trunk(x)  # [N, H]
+        e = self._emb()[model_idx]  # [N, d]
+        per_dim = torch.einsum("nh,dkh->ndk", hid, self.cond_w)  # [N, d, 2]
+        return (
+            hid @ self.cond_w0.T
+            + torch.einsum("nd,ndk->nk", e, per_dim)
+            + self.cond_b0
+            + (e @ self.cond_b)
+        )
+
+
+def model_embedding(
+    sum_acc: npt.NDArray[np.floating],
+    sum_cost: npt.NDArray[np.floating],
+    counts: npt.NDArray[np.floating],
+    *,
+    prior: float = 2.0,
+) -> npt.NDArray[np.float32]:
+    """Fixed model embeddings [M, K + 2] from per-(cluster, model) sums [K, M] of logged rows.
+
+    Features per model: its accuracy in each cluster, ``(sum + prior * overall) / (count +
+    prior)`` (the K-means router's shrinkage), its overall accuracy and its log mean cost; each
+    feature standardised over the models that have rows. A model without a single row gets the
+    zero vector (the mean model); its head is replaced by the never-chosen one when the router
+    is saved (``training.routers.mlp.never_chosen``).
+    """
+    sum_acc, sum_cost, counts = (
+        np.asarray(a, dtype=np.float64) for a in (sum_acc, sum_cost, counts)
+    )
+    n = counts.sum(0)  # [M]
+    known = n > 0
+    if not known.any():
+        raise ValueError("no logged rows for any model: no model embedding")
+    safe = np.maximum(n, 1.0)
+    acc = np.where(known, sum_acc.sum(0) / safe, 0.0)
+    acc = np.where(known, acc, acc[known].mean())
+    cell = (sum_acc + prior * acc[None, :]) / (counts + prior)  # [K, M]
+    logc = np.log(np.maximum(np.where(known, sum_cost.sum(0) / safe, 1.0), 1e-12))
+    logc = np.where(known, logc, logc[known].mean())
+    feats = np.concatenate([cell.T, acc[:, None], logc[:, None]], axis=1)  # [M, K + 2]
+    mu, sd = feats[known].mean(0), feats[known].std(0)
+    sd = np.where(sd > 1e-6, sd, 1.0)
+    emb = np.where(known[:, None], (feats - mu) / sd, 0.0)
+    return emb.astype(np.float32)
+
+
+def embedding_from_data(data: EvalMatrix, k: int, *, seed: int) -> npt.NDArray[np.float32]:
+    """:func:`model_embedding` from one matrix's logged cells (a centralised or local router):
+    K-means with ``k`` clusters on its training queries, then the per-(cluster, model) sums."""
+    centres, _ = local_centroids(data.embeddings, k, n_init=3, max_iter=30, seed=seed)
+    q, m = np.nonzero(data.observed)
+    sums = cell_stats(
+        data.embeddings[q], m.astype(np.int64), data.scores[q, m], data.cost_usd[q, m],
+        centres, len(data.models),
+    )  # fmt: skip
+    return model_embedding(*sums)
+
+
 @dataclass(frozen=True)
 class NetSpec:
-    """Which MLP head layout a run trains. Usage: ``NetSpec("shared", 8)``."""
+    """Which MLP head layout a run trains. Usage: ``NetSpec("shared", 8)``; ``emb_k`` is the
+    number of K-means clusters behind the fixed embeddings of ``head="embedding"``."""
 
     head: str = "per-model"
     model_dim: int = 8
+    emb_k: int = 20
 
 
-def new_net(cfg: MLPConfig, num_models: int, spec: NetSpec, *, seed: int) -> MLPRouterNet:
-    """A freshly initialised network, its initialisation drawn from ``seed``."""
+def new_net(
+    cfg: MLPConfig,
+    num_models: int,
+    spec: NetSpec,
+    *,
+    seed: int,
+    model_emb: npt.ArrayLike | None = None,
+) -> MLPRouterNet:
+    """A freshly initialised network, its initialisation drawn from ``seed``; ``head="embedding"``
+    needs the fixed ``model_emb`` [num_models, d]."""
     torch.manual_seed(seed)
     if spec.head == "shared":
         return SharedHeadNet(cfg, num_models, spec.model_dim)
+    if spec.head == "embedding":
+        if model_emb is None or np.shape(model_emb)[0] != num_models:
+            raise ValueError(f"head=embedding needs model embeddings for the {num_models} models")
+        return EmbeddingHeadNet(cfg, model_emb)
     return MLPRouterNet(cfg, num_models)
 
 
 def as_plain(router: MLPRouter) -> MLPRouter:
-    """The same router with per-model heads (identical outputs): what checkpoints store."""
+    """The same router with per-model heads (identical outputs up to float rounding): what
+    checkpoints store."""
     net = router.net
-    if not isinstance(net, SharedHeadNet):
+    if not isinstance(net, SharedHeadNet | EmbeddingHeadNet):
         return router
     plain = MLPRouterNet(router.cfg, len(router.models))
     state = {k: v for k, v in net.state_dict().items() if k.startswith("trunk.")}
     with torch.no_grad():
-        w = net.head_weights()
+        w, b = net.head_weights(), net.head_biases()
         for m in range(len(router.models)):
             state[f"head_w.{m}"] = w[m].clone()
-            state[f"head_b.{m}"] = net.head_b[m].detach().clone()
+            state[f"head_b.{m}"] = b[m].clone()
     plain.load_state_dict(state)
-    return MLPRouter(plain, router.cfg, list(router.models), router.cost_mu, router.cost_sigma)
+    out = MLPRouter(plain, router.cfg, list(router.models), router.cost_mu, router.cost_sigma)
+    out.metrics, out.unlogged = dict(router.metrics), list(router.unlogged)
+    return out
 
 
 def train_mlp(
@@ -121,7 +249,8 @@ def train_mlp(
     epoch at a time as ``train_mlp_router`` does; ``cost_moments`` default to ``data``'s."""
     if cost_moments is None:
         cost_moments = pooled_moments([log_cost_moments(data)])
-    net = new_net(cfg, len(data.models), spec, seed=cfg.seed)
+    emb = embedding_from_data(data, spec.emb_k, seed=cfg.seed) if spec.head == "embedding" else None
+    net = new_net(cfg, len(data.models), spec, seed=cfg.seed, model_emb=emb)
     router = MLPRouter(net, cfg, list(data.models), *cost_moments)
     X, m, a, c = observed_rows(data)
     cz = router.standardise_cost(c)
@@ -149,7 +278,8 @@ def mlp_router_from_arrays(
     cost_sigma: float,
     spec: NetSpec = NetSpec(),
 ) -> MLPRouter:
-    net = new_net(cfg, len(models), spec, seed=0)  # every parameter is overwritten below
+    emb = arrays.get("model_emb") if spec.head == "embedding" else None
+    net = new_net(cfg, len(models), spec, seed=0, model_emb=emb)  # all overwritten below
     net.load_state_dict({k: torch.as_tensor(np.asarray(v)) for k, v in arrays.items()})
     return MLPRouter(net, cfg, models, cost_mu, cost_sigma)
 

@@ -4,7 +4,8 @@
 Flow:
 1. ``query.hello`` to every client: client ids (for reproducible sampling) and log-cost moments.
 2. MLP: Flower's ``Strategy.start`` with :class:`~federation.strategy.RouterFedAvg` for
-   ``rounds`` rounds. With ``expand-model`` set, that model is left out first and then added:
+   ``rounds`` rounds (``head=embedding`` first runs the K-means router's two query rounds, whose
+   per-(cluster, model) sums give the fixed model embeddings, ``local.model_embedding``). With ``expand-model`` set, that model is left out first and then added:
    a new head, trained alone for ``expand-rounds`` rounds on the clients' calibration rows.
    With ``new-clients`` N, the last N clients join only after ``rounds`` rounds, for
    ``join-rounds`` more rounds with everyone (``router_before_join.pt`` keeps the router before).
@@ -12,6 +13,9 @@ Flow:
    ``query.cells`` (per-(cluster, model) sums), aggregated by counts; an expansion adds the new
    model's column from another ``query.cells`` on the clients' calibration rows.
 3. ``out-dir/router.pt`` (and ``router_base.pt`` before an expansion), ``out-dir/history.json``.
+   A saved MLP router has per-model heads; a model no training client logged gets the
+   never-chosen head (``training.routers.mlp.never_chosen``; ``history["unlogged_models"]``),
+   not its untrained random one.
 
 Usage (what ``pyproject.toml`` points Flower at)::
 
@@ -37,13 +41,20 @@ from flwr.serverapp import Grid, ServerApp
 from federation.client_app import arrays_of, num, nums, record_of, spec_of
 from federation.config import FederationConfig
 from federation.data_source import experiment_partition, federation_models
-from federation.local import as_plain, kmeans_from_stats, net_arrays, new_net, pooled_moments
+from federation.local import (
+    as_plain,
+    kmeans_from_stats,
+    model_embedding,
+    net_arrays,
+    new_net,
+    pooled_moments,
+)
 from federation.partition import global_test
 from federation.routers import router_auc
 from federation.strategy import RouterFedAvg
 from training.evaluation.metrics import pool_cost_range
 from training.routers.kmeans import KMeansConfig, KMeansRouter, global_centres
-from training.routers.mlp import MLPConfig, MLPRouter
+from training.routers.mlp import MLPConfig, MLPRouter, never_chosen
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +106,7 @@ class FederatedRun:
         self._eval: Any = None
         self._eval_range: tuple[float, float] | None = None
         self.cost_range: tuple[float, float] | None = None  # from the clients' hello
+        self.logged: dict[int, np.ndarray] = {}  # client -> its logged rows per model (hello)
 
     # ---- helpers
     def _server_auc(self, router: Any) -> float | None:
@@ -129,6 +141,10 @@ class FederatedRun:
         }
         self.history["clients"] = sorted(clients.values())
         self.cost_range = self._pool_range(hello)
+        for r in hello:
+            rec = r.content.metric_records["metrics"]
+            if "model-cost-n" in rec:
+                self.logged[int(num(rec, "client"))] = np.asarray(nums(rec, "model-cost-n"))
         if cfg.router == "mlp":
             m = [r.content.metric_records["metrics"] for r in hello]
             mu, sigma = pooled_moments(
@@ -149,9 +165,37 @@ class FederatedRun:
                 self.routers["base"] = mlp
                 mlp = self._expand(grid, clients, mlp, expand)
             self.routers["final"] = mlp
+            self._no_untrained_heads(clients)
         else:
             self.routers["final"] = self._kmeans(grid, list(clients), models, expand)
         return self.history
+
+    def _no_untrained_heads(self, clients: Mapping[int, int]) -> None:
+        """Per-model heads for every saved MLP router, and the never-chosen head for each model
+        no training client logged (its head never trained). Only the router before new clients
+        joined is judged by the first clients' logs."""
+        cfg = self.cfg
+        unlogged: dict[str, list[str]] = {}
+        for name, router in self.routers.items():
+            who = [
+                c
+                for c in clients.values()
+                if name != "before_join" or c < cfg.clients - cfg.new_clients
+            ]
+            counts = [self.logged[c] for c in who if c in self.logged]
+            seen = np.sum(counts, axis=0) if counts else None
+            plain = as_plain(router)
+            models = list(plain.models)
+            missing = [
+                m for j, m in enumerate(models)
+                if seen is not None and j < len(seen) and seen[j] == 0 and m != cfg.expand_model
+            ]  # fmt: skip
+            if missing:
+                log.info("%s router: no client logged %s; never chosen", name, missing)
+                plain = never_chosen(plain, missing)
+            unlogged[name] = missing
+            self.routers[name] = plain
+        self.history["unlogged_models"] = unlogged
 
     @staticmethod
     def _pool_range(hello: list[Message]) -> tuple[float, float] | None:
@@ -228,9 +272,29 @@ class FederatedRun:
     ) -> MLPRouter:
         cfg = self.cfg
         mcfg = MLPConfig(hidden=cfg.hidden, lr=cfg.lr, batch_size=cfg.batch_size, seed=cfg.seed)
-        net = new_net(mcfg, len(models), spec_of(cfg), seed=cfg.seed)
+        emb = (
+            self._model_embedding(grid, list(clients), models) if cfg.head == "embedding" else None
+        )
+        net = new_net(mcfg, len(models), spec_of(cfg), seed=cfg.seed, model_emb=emb)
         router = MLPRouter(net, mcfg, models, mu, sigma)
         return self._fedavg(grid, clients, router, cfg.rounds, "train")
+
+    def _model_embedding(self, grid: Grid, nodes: list[int], models: list[str]) -> np.ndarray:
+        """The fixed model embeddings of ``head=embedding``: the K-means router's two query
+        rounds (local centres -> global centres -> summed per-(cluster, model) cells), then
+        :func:`~federation.local.model_embedding` on the sums. Clients reveal what the
+        federated K-means router already aggregates, nothing more."""
+        centres = self._centres(grid, nodes, models)
+        sums, report = self._cells(grid, nodes, models, centres, {})
+        self.history.setdefault("aggregation", {})["embedding"] = [report]
+        emb = model_embedding(*sums)
+        self.history["model_embedding"] = {
+            "source": "per-(cluster, model) accuracy of the clients' training rows, "
+            f"{len(centres)} federated K-means clusters, overall accuracy, log mean cost",
+            "dim": int(emb.shape[1]),
+            "rows_per_model": [float(x) for x in sums[2].sum(0)],
+        }
+        return emb
 
     def _expand(
         self, grid: Grid, clients: Mapping[int, int], base: MLPRouter, model: str
@@ -252,27 +316,7 @@ class FederatedRun:
     # ---- K-means
     def _kmeans(self, grid: Grid, nodes: list[int], models: list[str], expand: str) -> KMeansRouter:
         cfg = self.cfg
-        conf = ConfigRecord({"models": models})
-        pass1 = ask(grid, nodes, "centroids", conf)
-        # Pool in client order: reply order varies, and K-means on the pool depends on it.
-        pass1.sort(key=lambda r: num(r.content.metric_records["metrics"], "client"))
-        cents, counts = [], []
-        for r in pass1:
-            a = arrays_of(r.content.array_records["arrays"])
-            c, n = a.get("centres"), a.get("counts")
-            if c is None or n is None or c.ndim != 2 or len(c) != len(n):
-                log.warning("rejected pass-1 reply of node %d: malformed", r.metadata.src_node_id)
-                continue
-            if not (np.all(np.isfinite(c)) and np.all(np.isfinite(n)) and np.all(n >= 0)):
-                log.warning("rejected pass-1 reply of node %d: non-finite", r.metadata.src_node_id)
-                continue
-            cents.append(c)
-            counts.append(n)
-        if not cents:
-            raise RuntimeError("no usable K-means pass-1 replies")
-        centres = global_centres(
-            np.concatenate(cents), np.concatenate(counts), cfg.k_global, seed=cfg.seed
-        )
+        centres = self._centres(grid, nodes, models)
         self._hook("kmeans-pass1", 1, None)
         sums, report = self._cells(grid, nodes, models, centres, {})
         kcfg = KMeansConfig(k=len(centres), seed=cfg.seed)
@@ -292,6 +336,31 @@ class FederatedRun:
             )
             router = kmeans_from_stats(kcfg, wide, centres, acc, cost, cnt)
         return router
+
+    def _centres(self, grid: Grid, nodes: list[int], models: list[str]) -> np.ndarray:
+        """K-means pass 1: every client's local centres, pooled into ``k-global`` centres."""
+        cfg = self.cfg
+        conf = ConfigRecord({"models": models})
+        pass1 = ask(grid, nodes, "centroids", conf)
+        # Pool in client order: reply order varies, and K-means on the pool depends on it.
+        pass1.sort(key=lambda r: num(r.content.metric_records["metrics"], "client"))
+        cents, counts = [], []
+        for r in pass1:
+            a = arrays_of(r.content.array_records["arrays"])
+            c, n = a.get("centres"), a.get("counts")
+            if c is None or n is None or c.ndim != 2 or len(c) != len(n):
+                log.warning("rejected pass-1 reply of node %d: malformed", r.metadata.src_node_id)
+                continue
+            if not (np.all(np.isfinite(c)) and np.all(np.isfinite(n)) and np.all(n >= 0)):
+                log.warning("rejected pass-1 reply of node %d: non-finite", r.metadata.src_node_id)
+                continue
+            cents.append(c)
+            counts.append(n)
+        if not cents:
+            raise RuntimeError("no usable K-means pass-1 replies")
+        return global_centres(
+            np.concatenate(cents), np.concatenate(counts), cfg.k_global, seed=cfg.seed
+        )
 
     def _cells(
         self,

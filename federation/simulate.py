@@ -315,6 +315,8 @@ def simulate(
         "rounds": run.history.get("rounds", []),
         "aggregation": run.history.get("aggregation", {}),
     }
+    if "model_embedding" in run.history:  # head=embedding: what the fixed embeddings hold
+        report["model_embedding"] = run.history["model_embedding"]
     if cfg.expand_model:
         base = run.routers["base"]
         new_idx = list(fed.models).index(cfg.expand_model)

@@ -1,5 +1,6 @@
 """The pieces behind the federated MLP methods and the report's one AUC scale, without Ray:
-the shared (model-embedding-conditioned) head, the server optimisers, seeded local rounds, the
+the shared (learnt-model-embedding) head, the head conditioned on fixed model embeddings, the
+never-chosen head of a model nobody logged, the server optimisers, seeded local rounds, the
 fixed calibration set, held-out models and the common-range AUC."""
 
 from __future__ import annotations
@@ -15,10 +16,14 @@ from federation.client_app import calibration_seed, calibration_set
 from federation.config import FederationConfig
 from federation.data_source import experiment_partition, experiment_validation, federation_models
 from federation.local import (
+    EmbeddingHeadNet,
     NetSpec,
     SharedHeadNet,
     as_plain,
+    embedding_from_data,
     mlp_round,
+    mlp_router_from_arrays,
+    model_embedding,
     net_arrays,
     new_net,
     train_mlp,
@@ -194,3 +199,97 @@ def test_a_model_nobody_logged_is_never_chosen_by_the_kmeans_router() -> None:
     out = r.predict(centres)
     assert (out.p_correct[:, 1] == 0).all() and (out.cost_usd[:, 1] >= 1e5).all()
     np.testing.assert_allclose(out.p_correct[:, [0, 2]], 0.5, rtol=1e-6)
+
+
+def emb_router(models: int = 4, dim: int = 5) -> MLPRouter:
+    emb = np.random.default_rng(7).normal(size=(models, dim)).astype(np.float32)
+    net = new_net(CFG, models, NetSpec("embedding"), seed=3, model_emb=emb)
+    return MLPRouter(net, CFG, [f"m{i}" for i in range(models)], -9.0, 2.0)
+
+
+def test_embedding_head_trains_every_model_scorer_from_any_model_rows() -> None:
+    """One head conditioned on fixed model embeddings: a client that logged only models 0 and 1
+    changes the scorer of models 2 and 3 too; the embeddings stay put and are never sent."""
+    router = emb_router()
+    assert isinstance(router.net, EmbeddingHeadNet)
+    before_w = router.net.head_weights().detach().clone()
+    before = net_arrays(router.net)
+    sent, counts, loss = mlp_round(router, rows([0, 1]), epochs=2, batch_size=8, lr=1e-2, seed=1)
+    assert np.isfinite(loss) and counts["trunk"] == 40
+    assert "model_emb" not in sent and group_of("model_emb") == "fixed"
+    assert {"cond_w0", "cond_w", "cond_b0", "cond_b"} <= set(sent)
+    assert not any(k.startswith(("head_w.", "head_b.", "model_z.")) for k in sent)
+    after_w = router.net.head_weights().detach()
+    for m in range(4):  # every model's effective head moved, logged or not
+        assert not torch.allclose(after_w[m], before_w[m]), m
+    assert (net_arrays(router.net)["model_emb"] == before["model_emb"]).all()
+    # the per-row path used in training equals the all-models forward pass
+    X = torch.as_tensor(np.random.default_rng(1).normal(size=(6, 384)).astype(np.float32))
+    idx = torch.tensor([0, 3, 1, 2, 2, 0])
+    with torch.no_grad():
+        np.testing.assert_allclose(
+            router.net.rows(X, idx).numpy(), router.net(X)[torch.arange(6), idx].numpy(), atol=1e-5
+        )
+    # checkpoints store ordinary per-model heads with the same outputs
+    plain = as_plain(router)
+    Xn = X.numpy()
+    np.testing.assert_allclose(plain.predict(Xn).p_correct, router.predict(Xn).p_correct, atol=1e-6)
+    np.testing.assert_allclose(plain.predict(Xn).cost_usd, router.predict(Xn).cost_usd, rtol=1e-5)
+    # a client rebuilds the same router from the server's arrays (embeddings included)
+    again = mlp_router_from_arrays(
+        net_arrays(router.net), cfg=CFG, models=router.models, cost_mu=-9.0, cost_sigma=2.0,
+        spec=NetSpec("embedding"),
+    )  # fmt: skip
+    np.testing.assert_array_equal(again.predict(Xn).p_correct, router.predict(Xn).p_correct)
+    with pytest.raises(ValueError, match="embeddings"):
+        new_net(CFG, 4, NetSpec("embedding"), seed=0)
+
+
+def test_model_embedding_reads_per_cluster_accuracy_and_cost() -> None:
+    # 2 clusters x 3 models: model 0 good in cluster 0, model 1 good in cluster 1, model 2 unlogged
+    counts = np.array([[10.0, 10.0, 0.0], [10.0, 10.0, 0.0]])
+    sum_acc = np.array([[9.0, 1.0, 0.0], [1.0, 9.0, 0.0]])
+    sum_cost = np.array([[1.0, 10.0, 0.0], [1.0, 10.0, 0.0]]) * 1e-3
+    emb = model_embedding(sum_acc, sum_cost, counts)
+    assert emb.shape == (3, 2 + 2) and emb.dtype == np.float32
+    assert emb[0, 0] > emb[1, 0] and emb[1, 1] > emb[0, 1]  # per-cluster accuracy
+    assert emb[1, 3] > emb[0, 3]  # log mean cost: model 1 is the dearer one
+    assert (emb[2] == 0).all()  # no rows: the mean model (and never chosen once saved)
+    np.testing.assert_allclose(emb[:2].mean(0), 0, atol=1e-6)
+    with pytest.raises(ValueError, match="no logged rows"):
+        model_embedding(sum_acc, sum_cost, np.zeros_like(counts))
+    # the centralised / local version: same features from one matrix's own rows
+    e = embedding_from_data(rows([0, 1, 2], n=60), 3, seed=0)
+    assert e.shape == (4, 3 + 2) and (e[3] == 0).all() and np.isfinite(e).all()
+
+
+def test_central_training_with_the_embedding_head_learns() -> None:
+    data = rows([0, 1, 2, 3], n=200)
+    r = train_mlp(data, replace(CFG, epochs=3), NetSpec("embedding", emb_k=4))
+    out = r.predict(data.embeddings[:3])
+    assert out.p_correct.shape == (3, 4) and np.isfinite(out.cost_usd).all()
+
+
+def test_a_model_nobody_logged_gets_the_never_chosen_head(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The saved router must not score a model without a single training row by its untrained
+    random head: it gets the documented never-chosen prior, kept through save and load."""
+    from training.routers.base import load_router
+    from training.routers.mlp import NEVER_CHOSEN_COST_USD, never_chosen
+
+    router = tiny_router(NetSpec())
+    X = np.random.default_rng(2).normal(size=(9, 384)).astype(np.float32)
+    fixed = never_chosen(router, ["m2"])
+    out, ref = fixed.predict(X), router.predict(X)
+    assert (out.p_correct[:, 2] < 1e-12).all()
+    np.testing.assert_allclose(out.cost_usd[:, 2], NEVER_CHOSEN_COST_USD, rtol=1e-4)
+    keep = [0, 1, 3]
+    np.testing.assert_array_equal(out.p_correct[:, keep], ref.p_correct[:, keep])
+    assert fixed.unlogged == ["m2"] and router.unlogged == []  # the original is untouched
+    loaded = load_router(fixed.save(tmp_path / "r.pt"))
+    assert loaded.unlogged == ["m2"]
+    np.testing.assert_array_equal(loaded.predict(X).p_correct, out.p_correct)
+    with pytest.raises(KeyError):
+        never_chosen(router, ["nope"])
+    with pytest.raises(TypeError):
+        never_chosen(tiny_router(NetSpec("shared", 3)), ["m1"])
+    assert never_chosen(router, []) is router

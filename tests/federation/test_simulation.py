@@ -5,13 +5,16 @@ the Flower apps in federation/."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from federation.data_source import experiment_partition
 from federation.local import kmeans_pass1, kmeans_pass2
+from federation.partition import global_test, pooled_train
 from federation.simulate import simulate
 from tests.federation.conftest import small
 from training.evaluation.metrics import log_loss
@@ -181,3 +184,46 @@ def test_kmeans_expansion_with_a_client_sending_nan(tmp_path: Path) -> None:
     final = load_router(tmp_path / "federated" / "router.pt")
     assert final.models[-1] == new and final.counts[:, -1].sum() > 0
     assert r["expansion"]["after"] > r["expansion"]["before"] + 0.02
+
+
+@pytest.fixture(scope="module")
+def skewed_embedding(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Path, dict]:
+    """A tiny run of the embedding-conditioned head under strong model skew (4 clients logging
+    few of RouterBench's 11 models, so some model has no training row at all)."""
+    cfg = small(router="mlp", head="embedding", model_alpha=0.05, rounds=5, seed=0)
+    out = tmp_path_factory.mktemp("embedding")
+    return cfg, out, simulate(cfg, out, progress=False)
+
+
+def test_embedding_head_same_command_same_report(skewed_embedding, tmp_path: Path) -> None:
+    cfg, first, report = skewed_embedding
+    emb = report["model_embedding"]
+    assert emb["dim"] == cfg.k_global + 2 and len(emb["rows_per_model"]) == 11
+    # the embeddings come from the federated K-means cell sums, which the run records
+    assert report["aggregation"]["embedding"][0]["rejected"] == {}
+    simulate(cfg, tmp_path, progress=False)
+    assert (tmp_path / "report.json").read_bytes() == (first / "report.json").read_bytes()
+
+
+@pytest.mark.parametrize("head", ["embedding", "per-model"])
+def test_saved_router_never_chooses_a_model_nobody_logged(
+    head: str, skewed_embedding, tmp_path: Path
+) -> None:
+    cfg, out, _ = skewed_embedding
+    if head != cfg.head:
+        cfg = replace(cfg, head=head)
+        out = tmp_path
+        simulate(cfg, out, progress=False)
+    parts = experiment_partition(cfg)
+    pooled = pooled_train(parts)
+    unlogged = [m for j, m in enumerate(pooled.models) if not pooled.observed[:, j].any()]
+    assert unlogged, "the skewed partition should leave some model unlogged"
+    router = load_router(out / "federated" / "router.pt")
+    assert router.unlogged == unlogged
+    history = json.loads((out / "federated" / "history.json").read_text())
+    assert history["unlogged_models"]["final"] == unlogged
+    pred = router.predict(global_test(parts).embeddings[:64])
+    gone = [router.models.index(m) for m in unlogged]
+    kept = [j for j in range(len(router.models)) if j not in gone]
+    assert (pred.p_correct[:, gone] < 1e-12).all() and (pred.cost_usd[:, gone] >= 1e5).all()
+    assert (pred.p_correct[:, kept] > 1e-6).all() and (pred.cost_usd[:, kept] < 1).all()

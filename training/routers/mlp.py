@@ -12,11 +12,20 @@ Usage::
 
     router = train_mlp_router(matrix, MLPConfig())
     out = router.predict(X)         # RouterOutput(p_correct [B, M], cost_usd [B, M])
+    router = never_chosen(router, ["a-model-nobody-logged"])
+
+A model without a single training row has a head that never trained: its scores would be the
+random initialisation's. :func:`never_chosen` replaces such heads by the documented prior of a
+model with no evidence, "never route to it" (accuracy logit ``NEVER_CHOSEN_LOGIT``, so
+p_correct ~ 1e-13, and cost ``NEVER_CHOSEN_COST_USD``), the same rule as a K-means router cell
+table for a model nobody logged and a client-local router for a model its client never logged;
+the checkpoint lists them (``router.unlogged``).
 """
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +40,9 @@ from training.data.matrix import EvalMatrix
 from training.routers.base import RouterOutput, save_checkpoint
 
 Array = npt.NDArray[np.float32]
+
+NEVER_CHOSEN_LOGIT = -30.0  # sigmoid(-30) ~ 9e-14: no evidence the model ever answers right
+NEVER_CHOSEN_COST_USD = 1e6  # prohibitive at every lambda (federation.routers.UNKNOWN_COST)
 
 
 @dataclass
@@ -185,6 +197,7 @@ class MLPRouter:
         self.cost_mu = cost_mu
         self.cost_sigma = cost_sigma
         self.metrics: dict[str, float] = {}
+        self.unlogged: list[str] = []  # models given the never-chosen head (:func:`never_chosen`)
 
     def standardise_cost(self, cost: Array) -> Array:
         return ((np.log(np.maximum(cost, 1e-12)) - self.cost_mu) / self.cost_sigma).astype(
@@ -204,6 +217,7 @@ class MLPRouter:
             "models": self.models,
             "cost_mu": self.cost_mu,
             "cost_sigma": self.cost_sigma,
+            "unlogged": list(self.unlogged),
         }
         return save_checkpoint(path, "mlp", asdict(self.cfg), state, self.metrics)
 
@@ -217,7 +231,33 @@ class MLPRouter:
             net, cfg, list(state["models"]), float(state["cost_mu"]), float(state["cost_sigma"])
         )
         router.metrics = dict(ckpt.get("metrics", {}))
+        router.unlogged = [str(m) for m in state.get("unlogged", [])]
         return router
+
+
+def never_chosen(router: MLPRouter, models: Sequence[str]) -> MLPRouter:
+    """A copy of ``router`` whose heads for ``models`` (no training row anywhere, so their heads
+    never trained) output the never-chosen prior: accuracy logit ``NEVER_CHOSEN_LOGIT`` and cost
+    ``NEVER_CHOSEN_COST_USD`` for every query, so ``argmax p - lambda cost`` never picks them.
+    Needs per-model heads (:class:`MLPRouterNet`); the other heads and the trunk are unchanged."""
+    unknown = [m for m in models if m not in router.models]
+    if unknown:
+        raise KeyError(f"never_chosen: unknown model(s) {unknown}; the router has {router.models}")
+    if not models:
+        return router
+    if type(router.net) is not MLPRouterNet:
+        raise TypeError("never_chosen needs per-model heads (an MLPRouterNet)")
+    net = copy.deepcopy(router.net)
+    cost_z = (float(np.log(NEVER_CHOSEN_COST_USD)) - router.cost_mu) / router.cost_sigma
+    with torch.no_grad():
+        for name in models:
+            j = router.models.index(name)
+            net.head_w[j].zero_()
+            net.head_b[j].copy_(torch.tensor([NEVER_CHOSEN_LOGIT, cost_z]))
+    out = MLPRouter(net, router.cfg, router.models, router.cost_mu, router.cost_sigma)
+    out.metrics = dict(router.metrics)
+    out.unlogged = sorted({*router.unlogged, *models}, key=router.models.index)
+    return out
 
 
 def new_mlp_router(cfg: MLPConfig, models: list[str], costs: Array) -> MLPRouter:
