@@ -78,8 +78,7 @@ class Components:
         locus = LocusScorer(self.locus)
         scorers: dict[str, Scorer] = {locus.name: locus}
         scorers.update(await self.routers.load_active())
-        self.engine.scorers = scorers
-        self.engine.pool = pool
+        self.engine.swap(pool=pool, scorers=scorers)
         self.auth.invalidate()
         self.metrics.registry_models.set(len(pool))
 

@@ -26,13 +26,10 @@ import hashlib
 import logging
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from service.db.engine import Database
 from service.db.models import RequestRecordRow
-
-if TYPE_CHECKING:
-    from service.openai.serving import Prepared, Served
 
 log = logging.getLogger(__name__)
 FLUSH_DELAY_S = 0.2
@@ -102,34 +99,3 @@ class RequestLog:
         if self._task is not None:
             await asyncio.gather(self._task, return_exceptions=True)
         await self.flush()
-
-
-def request_record(
-    prep: Prepared, served: Served, *, key_id: int | None, usage: dict[str, Any], cost: float
-) -> RequestRecord:
-    """The record of one served request (called once its usage and cost are known)."""
-    d = served.decision
-    mine = d.entry_for(served.entry.name) if d is not None else None
-    conv = prep.conv_key
-    return RequestRecord(
-        kind=prep.kind,
-        model=served.entry.name,
-        prompt_tokens=int(usage["prompt_tokens"]),
-        completion_tokens=int(usage["completion_tokens"]),
-        cost_usd=float(cost),
-        query_sha256=text_sha256(prep.prompt_text),
-        key_id=key_id,
-        chosen=d.model if d is not None else None,
-        router=d.router if d is not None else None,
-        lam=float(d.lam) if d is not None else None,
-        p_correct=mine.p_correct if mine is not None else None,
-        candidates=(
-            {r.model: [round(r.p_correct, 6), r.cost] for r in d.ranked} if d is not None else None
-        ),
-        fallbacks=served.fallbacks,
-        # The conversation key holds the caller's scope and id: store a digest, not the id.
-        conversation=hashlib.sha256(conv.encode()).hexdigest()[:16] if conv else None,
-        budget_total=prep.total_tokens,
-        budget_granted=prep.budget_grant or None,
-        budget_left=prep.budget_left,
-    )

@@ -3,6 +3,7 @@
 Usage::
 
     D = distances(Z)                              # [M, M] euclidean
+    d = distances_to(Z, Z[0])                     # [M] euclidean, from one embedding
     order = neighbours(Z, i)                      # fallback order for model i, nearest first
     pick = k_center(Z, k=5)                       # indices of a covering portfolio
     pick = greedy_coverage(Z, budget=150.0, weights=params_b)
@@ -27,9 +28,18 @@ def distances(Z: Array, metric: str = "euclidean") -> npt.NDArray[np.float64]:
     raise ValueError(f"unknown metric {metric!r} (euclidean or cosine)")
 
 
+def distances_to(Z: Array, z: Array) -> npt.NDArray[np.float64]:
+    """Euclidean distance [M] of every row of Z from z, computed directly (identical rows are at
+    exactly 0, so ties stay ties)."""
+    Z = np.asarray(Z, dtype=np.float64)
+    return np.asarray(np.linalg.norm(Z - np.asarray(z, dtype=np.float64)[None, :], axis=1))
+
+
 def neighbours(Z: Array, i: int, k: int | None = None) -> list[int]:
-    """Other models by increasing distance from model i (ties by index)."""
-    d = distances(Z)[i]
+    """Other models by increasing distance from model i (ties by index).
+
+    The gateway's fallback order and ``GET /admin/models/{name}/neighbors`` are this function."""
+    d = distances_to(Z, Z[i])
     order = [j for j in np.lexsort((np.arange(len(d)), d)).tolist() if j != i]
     return order if k is None else order[:k]
 
@@ -38,19 +48,19 @@ def k_center(Z: Array, k: int, *, start: int | None = None) -> list[int]:
     """Greedy k-center (farthest-point) portfolio.
 
     Starts at ``start`` or, by default, at the medoid (the model with the smallest total distance
-    to the others), then repeatedly adds the model farthest from the portfolio.
+    to the others), then repeatedly adds the model farthest from the portfolio. The gateway's
+    ``POST /admin/portfolio`` is this function, started at the best predicted model.
     """
-    D = distances(Z)
-    n = len(D)
+    n = len(Z)
     if not 1 <= k <= n:
         raise ValueError(f"k must be in [1, {n}], got {k}")
-    first = int(np.argmin(D.sum(1))) if start is None else start
+    first = int(np.argmin(distances(Z).sum(1))) if start is None else start
     pick = [first]
-    nearest = D[first].copy()
+    nearest = distances_to(Z, Z[first])
     while len(pick) < k:
         nxt = int(np.argmax(nearest))
         pick.append(nxt)
-        nearest = np.minimum(nearest, D[nxt])
+        nearest = np.minimum(nearest, distances_to(Z, Z[nxt]))
     return pick
 
 

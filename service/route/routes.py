@@ -8,6 +8,7 @@ from fastapi import APIRouter, Request
 
 from service.deps import AdmittedClientDep, ComponentsDep
 from service.jsonbody import parse_json_object
+from service.openai.parse import conversation_text
 from service.openai.protocol import routing_options, text_of
 from service.route.protocol import CandidateScore, RouteRequest, RouteResponse
 from service.routing.engine import RouteQuery
@@ -32,15 +33,13 @@ async def route(request: Request, c: ComponentsDep, principal: AdmittedClientDep
     req = RouteRequest.model_validate(routing_options(body, request.headers))
     req.check_one_lambda_source()
     if req.messages is not None:
-        users = [text_of(m.content) for m in req.messages if m.role == "user"]
-        text = prompt = users[-1] if users else text_of(req.messages[-1].content)
-        if len(users) > 1 and len(text) < 200:
-            text = users[-2][-300:] + "\n" + text
+        conv = conversation_text(req.messages)  # the same rule as chat completions
+        text, prompt = conv.route, conv.prompt
         tokens = sum(estimate_tokens(text_of(m.content)) for m in req.messages)
     else:
         text = prompt = req.prompt or ""
         tokens = estimate_tokens(text)
-    _, usable = c.openai.filters(prompt)
+    _, usable = c.openai.decider.filters(prompt)
     d = await c.engine.decide(
         RouteQuery(
             text=text,

@@ -12,9 +12,10 @@ least ``margin`` (stickiness with hysteresis), so the model does not bounce turn
 Usage::
 
     engine = RoutingEngine(embedder=emb, scorers={"locus": LocusScorer(locus)}, margin=0.05)
-    engine.pool = await load_pool(db)
+    engine.swap(pool=await load_pool(db))
     d = await engine.decide(RouteQuery(text="What is 2 + 2?", prompt_tokens=9))
     d.model, d.ranked[0].utility
+    plan = await engine.plan(RouteQuery(...), usable=..., can_answer=...)  # + fallback order
 """
 
 from __future__ import annotations
@@ -23,12 +24,13 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from service.errors import InvalidRequest, ModelNotFound, NoHealthyBackend
 from service.routing.calibration import (
@@ -44,6 +46,7 @@ from service.routing.embedder import BatchingEmbedder
 from service.routing.registry import Pool, PoolEntry
 from service.routing.scoring import Scorer
 from service.tokens import estimate_tokens
+from training.selection import neighbours
 
 DEFAULT_COMPLETION_TOKENS = 256.0
 CURVE_CACHE = 64  # calibrated candidate sets kept per process
@@ -81,13 +84,21 @@ class Decision:
     sticky: bool = False
     embed_ms: float = 0.0
     score_ms: float = 0.0
-    embedding: np.ndarray | None = field(default=None, repr=False)
     # How lambda was chosen: {"source": "request" | "default" | "mode" | "target", ...}; for a
     # calibrated one also the sample's predicted cost per 1,000 requests and accuracy.
     calibration: dict[str, Any] = field(default_factory=dict)
 
     def entry_for(self, name: str) -> Ranked | None:
         return next((r for r in self.ranked if r.model == name), None)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A routing decision and the candidates to try, in order."""
+
+    decision: Decision
+    order: tuple[str, ...]
+    cooling: bool = False  # no candidate was usable: decided among those that can answer
 
 
 class RoutingEngine:
@@ -114,6 +125,17 @@ class RoutingEngine:
         self._sample: tuple[np.ndarray, np.ndarray, Sample] | None = None
         self._sample_lock = asyncio.Lock()
         self._curves: OrderedDict[tuple[Any, ...], Curve] = OrderedDict()
+
+    def swap(self, *, pool: Pool, scorers: dict[str, Scorer] | None = None) -> None:
+        """Serve a new registry pool (and, when given, a new set of scorers) from now on;
+        decisions in flight keep the pool they started with."""
+        if scorers is not None:
+            self.scorers = dict(scorers)
+        self.pool = pool
+
+    async def embed(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
+        """Query embeddings [N, D] through the gateway's (batched, cached) encoder."""
+        return await self.embedder.embed(list(texts))
 
     def expected_cost(self, e: PoolEntry, prompt_tokens: int, max_tokens: int | None) -> float:
         completion = e.mean_completion_tokens or DEFAULT_COMPLETION_TOKENS
@@ -195,9 +217,27 @@ class RoutingEngine:
             sticky=sticky,
             embed_ms=(t1 - t0) * 1000,
             score_ms=(t2 - t1) * 1000,
-            embedding=X[0],
             calibration=calibration,
         )
+
+    async def plan(
+        self,
+        q: RouteQuery,
+        *,
+        usable: Callable[[PoolEntry], bool],
+        can_answer: Callable[[PoolEntry], bool],
+    ) -> Plan:
+        """The decision among the usable candidates and the order to try them in: the chosen
+        model, then every other candidate nearest to it in model-embedding space. When none is
+        usable (all cooling down), the decision among those that can answer, in ranked order
+        (``Plan.cooling``): the caller tries the one that recovers first rather than failing."""
+        try:
+            d = await self.decide(q, usable=usable)
+        except NoHealthyBackend:
+            d = await self.decide(q, usable=can_answer)
+            return Plan(d, tuple(r.model for r in d.ranked), cooling=True)
+        # Every other candidate, not a fixed count: the caller's deadline bounds the attempts.
+        return Plan(d, (d.model, *self.fallback_order(d, d.model)), cooling=False)
 
     def predict(self, scorer: Scorer, pool: Pool, names: list[str], X: np.ndarray) -> np.ndarray:
         """p_correct [B, len(names)]: the one place the engine asks a scorer (decisions and
@@ -306,12 +346,11 @@ class RoutingEngine:
         return curve
 
     def fallback_order(self, decision: Decision, failed: str) -> list[str]:
-        """Other candidates, nearest to the failed model in LOCUS space first."""
+        """Other candidates, nearest to the failed model in LOCUS space first (ties in ranked
+        order): ``training.selection.neighbours``, the rule the evaluation measures."""
         pool = self.pool
         others = [r.model for r in decision.ranked if r.model != failed and pool.get(r.model)]
         if not others or pool.get(failed) is None:
             return others
-        z = pool.get(failed).embedding  # type: ignore[union-attr]
-        Z = pool.embeddings(others)
-        dist = np.linalg.norm(Z - z[None, :], axis=1)
-        return [others[i] for i in np.argsort(dist, kind="stable")]
+        Z = pool.embeddings([failed, *others])
+        return [others[j - 1] for j in neighbours(Z, 0)]

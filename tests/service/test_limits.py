@@ -53,13 +53,13 @@ def test_a_rate_limited_key_is_refused_before_its_body_is_parsed(
     key = _key(gateway, requests_per_minute=1)
     assert _chat(gateway.client, key).status_code == 200
     parsed: list[int] = []
-    real = gateway.c.openai.prepare
+    real = gateway.c.openai.create
 
-    def counting(*a, **k):  # type: ignore[no-untyped-def]
+    async def counting(*a, **k):  # type: ignore[no-untyped-def]
         parsed.append(1)
-        return real(*a, **k)
+        return await real(*a, **k)
 
-    monkeypatch.setattr(gateway.c.openai, "prepare", counting)
+    monkeypatch.setattr(gateway.c.openai, "create", counting)
     big = "word " * 600_000  # 3 MB
     t0 = time.perf_counter()
     r = _chat(gateway.client, key, big)
