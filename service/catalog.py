@@ -29,6 +29,7 @@ from service.errors import Conflict, ModelNotFound, UnprocessableEntity
 from service.routing.registry import bump_version
 from service.routing.scoring import ModelEmbedder, embedder_id
 from service.state import StateStore
+from training.minilm import EMBED_DIM
 
 Array = npt.NDArray[np.float32]
 VERSION_KEY = "registry_version"
@@ -91,7 +92,7 @@ class Catalog:
 
     async def embed_inputs(self, evals: Sequence[EvalInput]) -> Array:
         """Query embeddings [n, D]: given ones as they are, texts through the encoder."""
-        dim = 384
+        dim = EMBED_DIM
         X = np.zeros((len(evals), dim), dtype=np.float32)
         todo = [(i, e.query) for i, e in enumerate(evals) if e.embedding is None]
         for i, e in enumerate(evals):

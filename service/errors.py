@@ -37,12 +37,6 @@ class ErrorInfo(BaseModel):
     code: str | None = None
 
 
-class ErrorResponse(BaseModel):
-    """The only error body: ``{"error": {message, type, param, code}}``."""
-
-    error: ErrorInfo
-
-
 class JunctionError(Exception):
     status_code = 500
     type = "server_error"

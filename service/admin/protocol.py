@@ -8,6 +8,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from training.minilm import EMBED_DIM
+
 FLOAT32_MAX = 3.4028234663852886e38  # embeddings are stored as float32
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,199}$"
 
@@ -47,7 +49,7 @@ class EvaluationIn(Strict):
     """One evaluation: the query text (or its all-MiniLM-L6-v2 embedding) and a score in [0, 1]."""
 
     query: str | None = Field(default=None, min_length=1, max_length=100_000)
-    embedding: list[float] | None = Field(default=None, min_length=384, max_length=384)
+    embedding: list[float] | None = Field(default=None, min_length=EMBED_DIM, max_length=EMBED_DIM)
     score: float = Field(ge=0, le=1)
     query_id: str | None = Field(default=None, max_length=200)
     prompt_tokens: int | None = Field(default=None, ge=0, le=2**31 - 1)

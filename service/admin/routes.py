@@ -35,6 +35,8 @@ from service.db.models import ApiKeyRow, EvaluationRow, ModelRow, from_blob
 from service.deps import ComponentsDep, admin_principal
 from service.errors import InvalidRequest, ModelNotFound, NotFound, UnprocessableEntity
 from service.routing.registry import bump_version
+from training.selection import distances_to
+from training.selection import neighbours as nearest
 
 router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(admin_principal)])
 
@@ -109,15 +111,15 @@ async def neighbors(
     others = [n for n in pool.names if n != name]
     if not others:
         return NeighborsPublic(model=name, neighbors=[])
-    Z = pool.embeddings(others)
-    z = me.embedding
-    dist = np.linalg.norm(Z - z[None, :], axis=1)
-    cos = (Z @ z) / (np.linalg.norm(Z, axis=1) * np.linalg.norm(z) + 1e-12)
-    order = np.argsort(dist, kind="stable")[:k]
+    # The fallback order's rule (training.selection.neighbours), over [me, *others].
+    Z = pool.embeddings([name, *others])
+    dist = distances_to(Z, Z[0])
+    cos = (Z @ Z[0]) / (np.linalg.norm(Z, axis=1) * np.linalg.norm(Z[0]) + 1e-12)
     return NeighborsPublic(
         model=name,
         neighbors=[
-            Neighbor(model=others[i], distance=float(dist[i]), cosine=float(cos[i])) for i in order
+            Neighbor(model=others[j - 1], distance=float(dist[j]), cosine=float(cos[j]))
+            for j in nearest(Z, 0, k)
         ],
     )
 
@@ -159,7 +161,7 @@ async def delete_model(name: str, c: ComponentsDep) -> Response:
 @router.post("/portfolio")
 async def make_portfolio(body: PortfolioRequest, c: ComponentsDep) -> PortfolioPublic:
     """k models that cover LOCUS space (greedy k-center), from the best predicted model on."""
-    return await portfolio(c, body)
+    return await portfolio(body, pool=c.engine.pool, locus=c.locus, db=c.db)
 
 
 # --- keys

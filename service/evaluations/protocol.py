@@ -7,6 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from training.minilm import EMBED_DIM
+
 INT32_MAX = 2**31 - 1  # token counts are INTEGER columns (PostgreSQL: 32-bit)
 FLOAT32_MAX = 3.4028234663852886e38  # embeddings are stored as float32
 
@@ -17,7 +19,7 @@ class EvaluationLogRow(BaseModel):
 
     query_id: str = Field(min_length=1, max_length=200)
     query: str | None = Field(default=None, min_length=1, max_length=100_000)
-    embedding: list[float] | None = Field(default=None, min_length=384, max_length=384)
+    embedding: list[float] | None = Field(default=None, min_length=EMBED_DIM, max_length=EMBED_DIM)
     model: str = Field(min_length=1, max_length=200)
     score: float = Field(ge=0, le=1)
     prompt_tokens: int = Field(ge=0, le=INT32_MAX)

@@ -50,10 +50,6 @@ class BackendHealth:
             return True
         return failure.status is not None and failure.status >= 500
 
-    @staticmethod
-    def may_fall_back(failure: UpstreamFailure) -> bool:
-        return not failure.client_error
-
     def cooling(self, model: str, now: float | None = None) -> bool:
         s = self._state.get(model)
         return s is not None and s.until > (time.monotonic() if now is None else now)
