@@ -35,8 +35,8 @@ from training.research.federated import (
     Arrays,
     FedExperiment,
     FedResult,
+    resolve_aggregate,
     resolve_local,
-    weighted_mean,
 )
 
 log = logging.getLogger(__name__)
@@ -121,6 +121,7 @@ def run_experiments(
         arrays = {k: np.array(v) for k, v in exp.init.items()}
         history: list[Arrays] = []
         exp_json = json.dumps(exp.config)
+        aggregate = resolve_aggregate(exp)
         for rcfg in exp.rounds:
             conf = ConfigRecord(
                 {"experiment": exp_json, "local": exp.local, "round": json.dumps(rcfg)}
@@ -147,7 +148,7 @@ def run_experiments(
             missing = sorted(set(range(exp.clients)) - set(replies))
             if missing:  # never average over a partial round: results must match in-process
                 raise RuntimeError(f"{exp.name}: clients {missing} did not reply in time")
-            arrays = weighted_mean([replies[c] for c in sorted(replies)])
+            arrays = aggregate(exp.config, rcfg, [replies[c] for c in sorted(replies)], arrays)
             if exp.keep_history:
                 history.append(arrays)
             if on_round is not None:

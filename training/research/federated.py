@@ -10,6 +10,11 @@ the server takes the weighted mean, summed in client order.
 ``federation.research_app.FlowerBackend`` runs the same experiments in Flower's Simulation
 Engine, calling the same local function once per client, and gives the same numbers.
 
+A job whose server does more than average (e.g. pools the clients' public-data responses) names
+an ``aggregate`` function ``(config, round_cfg, replies, arrays) -> arrays``: it gets the replies in
+client-id order and the round's starting global arrays, and returns the next global arrays; both
+backends call it in place of :func:`weighted_mean`.
+
 A local function has the signature ``(config, clients, arrays, round_cfg) -> [(arrays, weight)]``:
 it takes a list of client ids so that in-process sweeps can vectorise over clients; each client's
 result must depend only on its own id (per-client random streams), so one call with all clients
@@ -48,6 +53,7 @@ class FedExperiment:
     init: Arrays
     rounds: list[dict[str, Any]]  # one JSON-serialisable config per round
     keep_history: bool = True  # keep the global arrays after every round
+    aggregate: str = ""  # "package.module:function" replacing the weighted mean; "" = FedAvg
 
 
 @dataclass
@@ -66,11 +72,28 @@ class FedBackend(Protocol):
     ) -> list[FedResult]: ...
 
 
-def resolve_local(path: str) -> LocalStep:
+def _import(path: str, what: str) -> Any:
     module, _, name = path.partition(":")
     if not name:
-        raise ValueError(f"local step {path!r} is not 'module:function'")
-    fn: LocalStep = getattr(importlib.import_module(module), name)
+        raise ValueError(f"{what} {path!r} is not 'module:function'")
+    return getattr(importlib.import_module(module), name)
+
+
+def resolve_local(path: str) -> LocalStep:
+    fn: LocalStep = _import(path, "local step")
+    return fn
+
+
+Aggregate = Callable[
+    [Mapping[str, Any], Mapping[str, Any], Sequence[tuple[Arrays, float]], Arrays], Arrays
+]
+
+
+def resolve_aggregate(exp: FedExperiment) -> Aggregate:
+    """The experiment's server step: its named ``aggregate``, or the weighted mean."""
+    if not exp.aggregate:
+        return lambda config, round_cfg, replies, arrays: weighted_mean(replies)  # noqa: ARG005
+    fn: Aggregate = _import(exp.aggregate, "aggregate")
     return fn
 
 
@@ -105,11 +128,14 @@ class InProcessBackend:
         with tqdm(total=total, desc="federated rounds", disable=not progress, leave=False) as bar:
             for exp in experiments:
                 local = resolve_local(exp.local)
+                aggregate = resolve_aggregate(exp)
                 arrays = {k: np.array(v) for k, v in exp.init.items()}
                 history = []
                 clients = list(range(exp.clients))
                 for rcfg in exp.rounds:
-                    arrays = weighted_mean(local(exp.config, clients, arrays, rcfg))
+                    arrays = aggregate(
+                        exp.config, rcfg, local(exp.config, clients, arrays, rcfg), arrays
+                    )
                     if exp.keep_history:
                         history.append(arrays)
                     bar.update(1)
