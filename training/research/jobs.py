@@ -25,6 +25,7 @@ JOBS: dict[str, str] = {
     "avg-reward-q": "training.research.avg_reward_q.job",
     "ns-nac": "training.research.ns_nac.job",
     "pretrained-fedavg": "training.research.pretrained_fedavg.job",
+    "ravan": "training.research.ravan.job",
 }
 
 
