@@ -36,7 +36,10 @@ Arrays = dict[str, npt.NDArray[np.float32]]
 PER_MODEL_PREFIXES = ("head_w.", "head_b.", "model_z.")
 
 
-FIXED_KEYS = ("model_emb",)  # fixed inputs the server sets once: nobody trains or sends them
+FIXED_KEYS = (
+    "model_emb",
+    "model_prior",
+)  # fixed inputs the server sets once: nobody trains or sends them
 
 
 def group_of(key: str) -> str:

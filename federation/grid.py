@@ -17,7 +17,10 @@ Three logs, 10 clients, task alpha 0.6, 30 rounds, seeds 0-2:
 MLP methods (chosen on validation AUC, seed 0 of every log; see RESULTS.md):
 ``avg`` (per-model heads, FedAvg), ``avgm`` (per-model heads, server momentum on the trunk),
 ``shared`` (model-embedding-conditioned shared head, FedAvg), ``prox`` (per-model heads, FedProx
-with mu 0.01 on the trunk).
+with mu 0.01 on the trunk), ``adam`` (per-model heads, FedAdam on the trunk), ``avglr``
+(per-model heads, FedAvg, the embedding head's lr 3e-4: the like-for-like control), ``emb`` (one head
+conditioned on fixed model embeddings from the training rows, FedAvg, lr 3e-4;
+``local.EmbeddingHeadNet``).
 
 Usage::
 
@@ -40,6 +43,10 @@ from federation.config import FederationConfig
 log = logging.getLogger(__name__)
 
 SEEDS = (0, 1, 2)
+# Chosen on the seed-0 validation AUC of RouterBench and MMLU-Pro (RESULTS.md notes):
+ADAM_LR = 0.01  # FedAdam's server learning rate (tau 1e-3), of 0.003 and 0.01
+EMB_LR = 3e-4  # the embedding-conditioned head's (client and centralised) lr, of 1e-3 and 3e-4
+# (``avglr`` runs the per-model heads at the same lr, so the head is compared like for like)
 LOGS: dict[str, dict[str, Any]] = {
     "rb": {"logs": "routerbench"},
     "mm": {"logs": "mmlu_pro"},
@@ -51,6 +58,10 @@ MLP_METHODS: dict[str, dict[str, Any]] = {
              "server_momentum": 0.7},
     "shared": {"head": "shared", "server_opt": "avg"},
     "prox": {"head": "per-model", "server_opt": "avg", "prox_mu": 0.01},
+    "adam": {"head": "per-model", "server_opt": "adam", "server_lr": ADAM_LR,
+             "server_momentum": 0.9},
+    "avglr": {"head": "per-model", "server_opt": "avg", "lr": EMB_LR},
+    "emb": {"head": "embedding", "server_opt": "avg", "lr": EMB_LR},
 }  # fmt: skip
 CHOSEN_MLP = "prox"  # best mean validation AUC (RESULTS.md, "MLP method, chosen on validation")
 EXTRA_MLP = "avg"  # the method of the expansion and join runs (run before prox was measured)

@@ -94,23 +94,38 @@ class SharedHeadNet(MLPRouterNet):
 class EmbeddingHeadNet(MLPRouterNet):
     """The MLP router's trunk with one head conditioned on fixed model embeddings (see above).
 
-    Model m's head is ``W_0 + sum_j e_m[j] W_j`` and its bias ``b_0 + sum_j e_m[j] c_j``: a
-    bilinear score in (trunk(x), e_m). Every parameter is shared, so a client's rows of any model
-    train the scorer of every model; the embeddings ``model_emb`` [M, d] are a fixed buffer.
+    Model m's head is ``W_0 + sum_j e_m[j] W_j`` and its bias ``b_0 + sum_j e_m[j] c_j +
+    prior_m``: a bilinear score in (trunk(x), e_m) on top of a fixed per-model offset ``prior_m``
+    (the logit of the model's logged accuracy and its standardised log mean cost, so the cost
+    ordering of the pool holds from the first round and the learnt part fits what varies with the
+    query). Every parameter is shared, so a client's rows of any model train the scorer of every
+    model; the embeddings ``model_emb`` [M, d] and offsets ``model_prior`` [M, 2] are fixed
+    buffers.
     """
 
-    def __init__(self, cfg: MLPConfig, model_emb: npt.ArrayLike) -> None:
+    def __init__(
+        self, cfg: MLPConfig, model_emb: npt.ArrayLike, model_prior: npt.ArrayLike | None = None
+    ) -> None:
         super().__init__(cfg, 0)
         h = cfg.hidden
         emb = torch.as_tensor(np.asarray(model_emb, dtype=np.float32))
         if emb.ndim != 2 or emb.shape[0] < 1:
             raise ValueError(f"model embeddings must be [models, dim], got {tuple(emb.shape)}")
-        d = emb.shape[1]
+        m, d = emb.shape
+        prior = torch.zeros(m, 2)
+        if model_prior is not None:
+            prior = torch.as_tensor(np.asarray(model_prior, dtype=np.float32))
+            if tuple(prior.shape) != (m, 2):
+                raise ValueError(f"model priors must be [{m}, 2], got {tuple(prior.shape)}")
         self.register_buffer("model_emb", emb.clone())
+        self.register_buffer("model_prior", prior.clone())
         self.cond_w0 = nn.Parameter(torch.randn(2, h) / h**0.5)
         self.cond_w = nn.Parameter(torch.randn(d, 2, h) / h**0.5 / max(d, 1) ** 0.5)
         self.cond_b0 = nn.Parameter(torch.zeros(2))
         self.cond_b = nn.Parameter(torch.zeros(d, 2))
+
+    def shared_parameters(self) -> list[nn.Parameter]:
+        return [*self.trunk.parameters(), self.cond_w0, self.cond_w, self.cond_b0, self.cond_b]
 
     def add_head(self) -> int:
         raise NotImplementedError("the embedding-conditioned head has no per-model head to add")
@@ -124,7 +139,7 @@ class EmbeddingHeadNet(MLPRouterNet):
 
     def head_biases(self) -> Tensor:
         """[M, 2]: every model's effective bias."""
-        return self.cond_b0 + self._emb() @ self.cond_b
+        return self.cond_b0 + self._emb() @ self.cond_b + self.get_buffer("model_prior")
 
     def forward(self, x: Tensor) -> Tensor:
         hid = self.trunk(x)  # [B, H]
@@ -139,6 +154,7 @@ class EmbeddingHeadNet(MLPRouterNet):
             + torch.einsum("nd,ndk->nk", e, per_dim)
             + self.cond_b0
             + (e @ self.cond_b)
+            + self.get_buffer("model_prior")[model_idx]
         )
 
 
@@ -147,15 +163,20 @@ def model_embedding(
     sum_cost: npt.NDArray[np.floating],
     counts: npt.NDArray[np.floating],
     *,
+    cost_mu: float = 0.0,
+    cost_sigma: float = 1.0,
     prior: float = 2.0,
-) -> npt.NDArray[np.float32]:
-    """Fixed model embeddings [M, K + 2] from per-(cluster, model) sums [K, M] of logged rows.
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+    """Fixed model embeddings [M, K + 2] and output offsets [M, 2] from per-(cluster, model)
+    sums [K, M] of logged rows.
 
-    Features per model: its accuracy in each cluster, ``(sum + prior * overall) / (count +
-    prior)`` (the K-means router's shrinkage), its overall accuracy and its log mean cost; each
-    feature standardised over the models that have rows. A model without a single row gets the
-    zero vector (the mean model); its head is replaced by the never-chosen one when the router
-    is saved (``training.routers.mlp.never_chosen``).
+    Embedding features per model: its accuracy in each cluster, ``(sum + prior * overall) /
+    (count + prior)`` (the K-means router's shrinkage), its overall accuracy and its log mean
+    cost; each feature standardised over the models that have rows. Offsets: the logit of the
+    overall accuracy (clipped to [0.02, 0.98]) and the log mean cost standardised by the
+    router's ``cost_mu``/``cost_sigma``. A model without a single row gets the zero vector and
+    the pool's mean offsets (the mean model); its head is replaced by the never-chosen one when
+    the router is saved (``training.routers.mlp.never_chosen``).
     """
     sum_acc, sum_cost, counts = (
         np.asarray(a, dtype=np.float64) for a in (sum_acc, sum_cost, counts)
@@ -174,10 +195,14 @@ def model_embedding(
     mu, sd = feats[known].mean(0), feats[known].std(0)
     sd = np.where(sd > 1e-6, sd, 1.0)
     emb = np.where(known[:, None], (feats - mu) / sd, 0.0)
-    return emb.astype(np.float32)
+    a = np.clip(acc, 0.02, 0.98)
+    offsets = np.stack([np.log(a / (1 - a)), (logc - cost_mu) / cost_sigma], axis=1)
+    return emb.astype(np.float32), offsets.astype(np.float32)
 
 
-def embedding_from_data(data: EvalMatrix, k: int, *, seed: int) -> npt.NDArray[np.float32]:
+def embedding_from_data(
+    data: EvalMatrix, k: int, *, seed: int, cost_moments: tuple[float, float]
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
     """:func:`model_embedding` from one matrix's logged cells (a centralised or local router):
     K-means with ``k`` clusters on its training queries, then the per-(cluster, model) sums."""
     centres, _ = local_centroids(data.embeddings, k, n_init=3, max_iter=30, seed=seed)
@@ -186,7 +211,7 @@ def embedding_from_data(data: EvalMatrix, k: int, *, seed: int) -> npt.NDArray[n
         data.embeddings[q], m.astype(np.int64), data.scores[q, m], data.cost_usd[q, m],
         centres, len(data.models),
     )  # fmt: skip
-    return model_embedding(*sums)
+    return model_embedding(*sums, cost_mu=cost_moments[0], cost_sigma=cost_moments[1])
 
 
 @dataclass(frozen=True)
@@ -206,6 +231,7 @@ def new_net(
     *,
     seed: int,
     model_emb: npt.ArrayLike | None = None,
+    model_prior: npt.ArrayLike | None = None,
 ) -> MLPRouterNet:
     """A freshly initialised network, its initialisation drawn from ``seed``; ``head="embedding"``
     needs the fixed ``model_emb`` [num_models, d]."""
@@ -215,7 +241,7 @@ def new_net(
     if spec.head == "embedding":
         if model_emb is None or np.shape(model_emb)[0] != num_models:
             raise ValueError(f"head=embedding needs model embeddings for the {num_models} models")
-        return EmbeddingHeadNet(cfg, model_emb)
+        return EmbeddingHeadNet(cfg, model_emb, model_prior)
     return MLPRouterNet(cfg, num_models)
 
 
@@ -249,8 +275,12 @@ def train_mlp(
     epoch at a time as ``train_mlp_router`` does; ``cost_moments`` default to ``data``'s."""
     if cost_moments is None:
         cost_moments = pooled_moments([log_cost_moments(data)])
-    emb = embedding_from_data(data, spec.emb_k, seed=cfg.seed) if spec.head == "embedding" else None
-    net = new_net(cfg, len(data.models), spec, seed=cfg.seed, model_emb=emb)
+    emb, offsets = (
+        embedding_from_data(data, spec.emb_k, seed=cfg.seed, cost_moments=cost_moments)
+        if spec.head == "embedding"
+        else (None, None)
+    )
+    net = new_net(cfg, len(data.models), spec, seed=cfg.seed, model_emb=emb, model_prior=offsets)
     router = MLPRouter(net, cfg, list(data.models), *cost_moments)
     X, m, a, c = observed_rows(data)
     cz = router.standardise_cost(c)
@@ -279,7 +309,9 @@ def mlp_router_from_arrays(
     spec: NetSpec = NetSpec(),
 ) -> MLPRouter:
     emb = arrays.get("model_emb") if spec.head == "embedding" else None
-    net = new_net(cfg, len(models), spec, seed=0, model_emb=emb)  # all overwritten below
+    net = new_net(  # every array is overwritten below
+        cfg, len(models), spec, seed=0, model_emb=emb, model_prior=arrays.get("model_prior")
+    )
     net.load_state_dict({k: torch.as_tensor(np.asarray(v)) for k, v in arrays.items()})
     return MLPRouter(net, cfg, models, cost_mu, cost_sigma)
 

@@ -90,6 +90,8 @@ def _variant(cfg: dict[str, Any]) -> str:
         parts[-1] += f" (lr {cfg['server_lr']}, beta {cfg['server_momentum']})"
     if cfg.get("prox_mu", 0.0):
         parts.append(f"prox {cfg['prox_mu']}")
+    if cfg.get("lr", 1e-3) != 1e-3:
+        parts.append(f"lr {cfg['lr']:g}")
     return ", ".join(parts)
 
 

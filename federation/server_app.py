@@ -272,14 +272,20 @@ class FederatedRun:
     ) -> MLPRouter:
         cfg = self.cfg
         mcfg = MLPConfig(hidden=cfg.hidden, lr=cfg.lr, batch_size=cfg.batch_size, seed=cfg.seed)
-        emb = (
-            self._model_embedding(grid, list(clients), models) if cfg.head == "embedding" else None
+        emb, offsets = (
+            self._model_embedding(grid, list(clients), models, mu, sigma)
+            if cfg.head == "embedding"
+            else (None, None)
         )
-        net = new_net(mcfg, len(models), spec_of(cfg), seed=cfg.seed, model_emb=emb)
+        net = new_net(
+            mcfg, len(models), spec_of(cfg), seed=cfg.seed, model_emb=emb, model_prior=offsets
+        )
         router = MLPRouter(net, mcfg, models, mu, sigma)
         return self._fedavg(grid, clients, router, cfg.rounds, "train")
 
-    def _model_embedding(self, grid: Grid, nodes: list[int], models: list[str]) -> np.ndarray:
+    def _model_embedding(
+        self, grid: Grid, nodes: list[int], models: list[str], mu: float, sigma: float
+    ) -> tuple[np.ndarray, np.ndarray]:
         """The fixed model embeddings of ``head=embedding``: the K-means router's two query
         rounds (local centres -> global centres -> summed per-(cluster, model) cells), then
         :func:`~federation.local.model_embedding` on the sums. Clients reveal what the
@@ -287,14 +293,14 @@ class FederatedRun:
         centres = self._centres(grid, nodes, models)
         sums, report = self._cells(grid, nodes, models, centres, {})
         self.history.setdefault("aggregation", {})["embedding"] = [report]
-        emb = model_embedding(*sums)
+        emb, offsets = model_embedding(*sums, cost_mu=mu, cost_sigma=sigma)
         self.history["model_embedding"] = {
             "source": "per-(cluster, model) accuracy of the clients' training rows, "
             f"{len(centres)} federated K-means clusters, overall accuracy, log mean cost",
             "dim": int(emb.shape[1]),
             "rows_per_model": [float(x) for x in sums[2].sum(0)],
         }
-        return emb
+        return emb, offsets
 
     def _expand(
         self, grid: Grid, clients: Mapping[int, int], base: MLPRouter, model: str

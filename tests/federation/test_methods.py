@@ -109,14 +109,22 @@ def test_a_local_round_is_a_function_of_its_seed(head: str) -> None:
     assert any(not np.array_equal(v, outs[0][0][k]) for k, v in other.items())
 
 
-def test_fedprox_keeps_the_trunk_nearer_the_global_one() -> None:
+@pytest.mark.parametrize("head", ["per-model", "embedding"])
+def test_fedprox_keeps_the_shared_parameters_nearer_the_global_ones(head: str) -> None:
+    """FedProx's term covers what every model's score goes through: the trunk, and with the
+    embedding-conditioned head that head too."""
+    prefixes = ("trunk.",) if head == "per-model" else ("trunk.", "cond_")
+
     def drift(mu: float) -> float:
-        r = tiny_router(NetSpec())
+        r = tiny_router(NetSpec()) if head == "per-model" else emb_router()
         g = net_arrays(r.net)
         sent, _, _ = mlp_round(r, rows([0, 1]), epochs=5, batch_size=8, lr=1e-2, seed=1, prox_mu=mu)
-        return sum(float(((sent[k] - g[k]) ** 2).sum()) for k in sent if k.startswith("trunk."))
+        return sum(float(((sent[k] - g[k]) ** 2).sum()) for k in sent if k.startswith(prefixes))
 
     assert drift(10.0) < 0.5 * drift(0.0)
+    if head == "embedding":
+        net = emb_router().net
+        assert {id(p) for p in net.shared_parameters()} == {id(p) for p in net.parameters()}
 
 
 def test_server_optimisers_step_on_the_trunk_only() -> None:
@@ -202,8 +210,10 @@ def test_a_model_nobody_logged_is_never_chosen_by_the_kmeans_router() -> None:
 
 
 def emb_router(models: int = 4, dim: int = 5) -> MLPRouter:
-    emb = np.random.default_rng(7).normal(size=(models, dim)).astype(np.float32)
-    net = new_net(CFG, models, NetSpec("embedding"), seed=3, model_emb=emb)
+    rng = np.random.default_rng(7)
+    emb = rng.normal(size=(models, dim)).astype(np.float32)
+    prior = rng.normal(size=(models, 2)).astype(np.float32)
+    net = new_net(CFG, models, NetSpec("embedding"), seed=3, model_emb=emb, model_prior=prior)
     return MLPRouter(net, CFG, [f"m{i}" for i in range(models)], -9.0, 2.0)
 
 
@@ -216,7 +226,8 @@ def test_embedding_head_trains_every_model_scorer_from_any_model_rows() -> None:
     before = net_arrays(router.net)
     sent, counts, loss = mlp_round(router, rows([0, 1]), epochs=2, batch_size=8, lr=1e-2, seed=1)
     assert np.isfinite(loss) and counts["trunk"] == 40
-    assert "model_emb" not in sent and group_of("model_emb") == "fixed"
+    assert "model_emb" not in sent and "model_prior" not in sent
+    assert group_of("model_emb") == group_of("model_prior") == "fixed"
     assert {"cond_w0", "cond_w", "cond_b0", "cond_b"} <= set(sent)
     assert not any(k.startswith(("head_w.", "head_b.", "model_z.")) for k in sent)
     after_w = router.net.head_weights().detach()
@@ -250,17 +261,22 @@ def test_model_embedding_reads_per_cluster_accuracy_and_cost() -> None:
     counts = np.array([[10.0, 10.0, 0.0], [10.0, 10.0, 0.0]])
     sum_acc = np.array([[9.0, 1.0, 0.0], [1.0, 9.0, 0.0]])
     sum_cost = np.array([[1.0, 10.0, 0.0], [1.0, 10.0, 0.0]]) * 1e-3
-    emb = model_embedding(sum_acc, sum_cost, counts)
+    emb, off = model_embedding(sum_acc, sum_cost, counts, cost_mu=-6.0, cost_sigma=2.0)
     assert emb.shape == (3, 2 + 2) and emb.dtype == np.float32
     assert emb[0, 0] > emb[1, 0] and emb[1, 1] > emb[0, 1]  # per-cluster accuracy
     assert emb[1, 3] > emb[0, 3]  # log mean cost: model 1 is the dearer one
     assert (emb[2] == 0).all()  # no rows: the mean model (and never chosen once saved)
     np.testing.assert_allclose(emb[:2].mean(0), 0, atol=1e-6)
+    # offsets: logit of the logged accuracy (both 0.5 here) and standardised log mean cost
+    np.testing.assert_allclose(off[:2, 0], 0, atol=1e-6)
+    np.testing.assert_allclose(off[:2, 1], (np.log([1e-4, 1e-3]) + 6.0) / 2.0, rtol=1e-5)
+    assert off[2, 1] == pytest.approx(off[:2, 1].mean(), rel=1e-5)
     with pytest.raises(ValueError, match="no logged rows"):
         model_embedding(sum_acc, sum_cost, np.zeros_like(counts))
     # the centralised / local version: same features from one matrix's own rows
-    e = embedding_from_data(rows([0, 1, 2], n=60), 3, seed=0)
+    e, o = embedding_from_data(rows([0, 1, 2], n=60), 3, seed=0, cost_moments=(-9.0, 2.0))
     assert e.shape == (4, 3 + 2) and (e[3] == 0).all() and np.isfinite(e).all()
+    assert o.shape == (4, 2) and np.isfinite(o).all()
 
 
 def test_central_training_with_the_embedding_head_learns() -> None:

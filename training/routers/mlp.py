@@ -86,6 +86,11 @@ class MLPRouterNet(nn.Module):
         )
         self.head_b = nn.ParameterList([nn.Parameter(torch.zeros(2)) for _ in range(num_models)])
 
+    def shared_parameters(self) -> list[nn.Parameter]:
+        """The parameters every model's score goes through (FedProx's proximal term): here the
+        trunk; a subclass whose head is shared by every model adds it."""
+        return list(self.trunk.parameters())
+
     def add_head(self) -> int:
         """Append a head for a new model; returns its index."""
         h = self.head_w[0].shape[1]
@@ -131,7 +136,8 @@ def local_train(
 
     The trunk and the heads of the models present in ``model_idx`` change; every other head stays
     bitwise identical. ``prox_mu > 0`` adds FedProx's proximal term ``mu/2 ||w - w_start||^2`` on
-    the trunk (a federated client stays near the global trunk). Returns the mean loss of the last
+    ``net.shared_parameters()`` (the trunk, and a head every model shares): a federated client
+    stays near the global model. Returns the mean loss of the last
     epoch and the number of rows.
     """
     n = len(acc)
@@ -144,7 +150,7 @@ def local_train(
     c_t = torch.as_tensor(log_cost_z, dtype=torch.float32)
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay)
     bce = nn.BCEWithLogitsLoss()
-    anchor = [(p, p.detach().clone()) for p in net.trunk.parameters()] if prox_mu > 0 else []
+    anchor = [(p, p.detach().clone()) for p in net.shared_parameters()] if prox_mu > 0 else []
     net.train()
     last = float("nan")
     for _ in tqdm(range(epochs), desc="mlp router", disable=not progress, leave=False):
