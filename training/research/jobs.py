@@ -26,6 +26,7 @@ JOBS: dict[str, str] = {
     "ns-nac": "training.research.ns_nac.job",
     "pretrained-fedavg": "training.research.pretrained_fedavg.job",
     "ravan": "training.research.ravan.job",
+    "pubswap": "training.research.pubswap.job",
 }
 
 

