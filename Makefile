@@ -33,6 +33,7 @@ lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy service training federation budget_controller
+	$(BIN)/lint-imports
 
 # The dashboard's browser test drives Debian's Chromium through Playwright (no browser download).
 browser:

@@ -3,8 +3,9 @@
 The rows are those posted with the client's API key (``POST /v1/evaluations``), read with the
 query embeddings the gateway computed when it stored them, so the client re-encodes nothing.
 This reads the gateway's tables by name (``evaluations`` joined to ``api_keys``) instead of
-importing ``service`` (components never import the gateway); the embedding blob is little-endian
-float32, as ``service.db.models.to_blob`` writes it.
+importing ``service`` (components never import the gateway); the columns, the embedding blob
+codec and the row -> ``EvalRow`` mapping are ``training.data.gateway_rows``, the module the
+gateway itself stores the blobs with.
 
 URLs: ``sqlite:///path.db`` (the gateway's default) or ``postgresql://...`` (read with asyncpg).
 
@@ -19,16 +20,16 @@ import asyncio
 import sqlite3
 from typing import Any
 
-import numpy as np
-
+from training.data.gateway_rows import EVALUATION_COLUMNS, EVALUATIONS_TABLE, row_to_eval
 from training.data.load import matrix_from_rows
 from training.data.matrix import EvalMatrix
 from training.data.schema import EvalRow
 
 QUERY = (
-    "SELECT e.query_id, e.query, e.embedding, e.model_name, e.score, e.prompt_tokens, "
-    "e.completion_tokens, e.cost_usd, e.category FROM evaluations e "
-    "JOIN api_keys k ON e.key_id = k.id WHERE k.name = {p} ORDER BY e.id"
+    "SELECT "
+    + ", ".join(f"e.{c}" for c in EVALUATION_COLUMNS)
+    + f" FROM {EVALUATIONS_TABLE} e JOIN api_keys k ON e.key_id = k.id WHERE k.name = {{p}}"
+    + " ORDER BY e.id"
 )
 
 
@@ -62,23 +63,7 @@ def read_client_rows(url: str, client: str) -> list[EvalRow]:
         raw = _postgres_rows(url, client)
     else:
         raise ValueError(f"unsupported gateway database URL {url!r} (sqlite or postgresql)")
-    rows = []
-    for i, (qid, query, emb, model, score, pt, ct, cost, cat) in enumerate(raw):
-        rows.append(
-            EvalRow(
-                query_id=str(qid) if qid is not None else f"row-{i}",
-                model=str(model),
-                score=float(score),
-                prompt_tokens=int(pt or 0),
-                completion_tokens=int(ct or 0),
-                query=query,
-                embedding=tuple(np.frombuffer(emb, dtype="<f4").astype(float).tolist()),
-                cost_usd=float(cost) if cost is not None else None,
-                category=cat,
-                client_id=client,
-            )
-        )
-    return rows
+    return [row_to_eval(r, i, client=client) for i, r in enumerate(raw)]
 
 
 def read_client_matrix(url: str, client: str) -> EvalMatrix:

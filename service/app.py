@@ -1,8 +1,8 @@
 """The app factory: ``create_app(settings)`` builds the FastAPI app; nothing happens at import.
 
 Long-lived collaborators (database, shared store, budget ledgers, encoder, LOCUS, upstream
-client, routing engine) are built in the lifespan and kept on ``app.state.components``; routes
-reach them through ``service.deps``.
+client, routing engine) are built in the lifespan and put on ``app.state``, one attribute each;
+routes reach them through the typed dependencies of ``service.deps`` (overridable in tests).
 
 Usage::
 
@@ -252,7 +252,24 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         c = build_components(settings, encoder=encoder, locus=locus, replay=replay)
-        app.state.components = c
+        app.state.components = c  # the lifespan's own handle (background tasks, middleware)
+        # Routes reach each collaborator through service.deps, which reads these.
+        for name in (
+            "settings",
+            "db",
+            "store",
+            "auth",
+            "metrics",
+            "engine",
+            "locus",
+            "health",
+            "accounting",
+            "catalog",
+            "openai",
+            "routers",
+            "status",
+        ):
+            setattr(app.state, name, getattr(c, name))
         if settings.auto_migrate:
             await c.db.migrate()
         await c.upstream.start()
@@ -261,7 +278,7 @@ def create_app(
         if settings.load_default_bundle:
             from service.pool import seed_default_pool
 
-            await seed_default_pool(c)
+            await seed_default_pool(c.catalog, settings.bundle_path)
         for name, what in (await c.catalog.reembed_stale()).items():
             log.warning("model %s: %s", name, what)
         if settings.smollm2_url:
@@ -269,7 +286,7 @@ def create_app(
             from service.pool import onboard_live_model
 
             await onboard_live_model(
-                c,
+                c.catalog,
                 name=ALIAS,
                 url=settings.smollm2_url,
                 backend_model=ALIAS,

@@ -1,5 +1,7 @@
 """``junction serve``, ``junction smollm2 measure`` and ``junction bench gateway``.
 
+Each worker runs with ``service.threads.limit_compute_threads`` (one math thread by default).
+
 Usage::
 
     junction serve --port 8000                 # + SmolLM2 on CPU when llama-cpp-python is installed
@@ -16,6 +18,7 @@ import signal
 import sys
 from pathlib import Path
 
+from service.threads import limit_compute_threads
 from training.bench_encoder import bench_subparsers
 
 log = logging.getLogger("junction.serve")
@@ -29,17 +32,6 @@ def app_from_env() -> object:
     settings = Settings()
     limit_compute_threads(settings.compute_threads)
     return create_app(settings)
-
-
-def limit_compute_threads(n: int) -> None:
-    """One math thread per worker by default: a request's encoder and scoring work is a few
-    milliseconds, and spinning BLAS/OpenMP pools in every worker fight over the cores (measured
-    with 2 workers on 2 cores: routed p50 43 ms with default pools, 11 ms with one thread)."""
-    import torch
-    from threadpoolctl import threadpool_limits
-
-    torch.set_num_threads(n)
-    threadpool_limits(n)
 
 
 def _serve(args: argparse.Namespace) -> int:

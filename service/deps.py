@@ -1,61 +1,135 @@
-"""FastAPI dependencies as ``Annotated`` aliases; long-lived objects come from ``app.state``.
+"""FastAPI dependencies as ``Annotated`` aliases, one per collaborator.
 
-Routes reach every collaborator through these, so tests can use ``app.dependency_overrides``.
+The lifespan (``service.app.create_app``) builds every long-lived collaborator once and puts it
+on ``app.state`` under the name below; routes take only what they use, through these aliases,
+so a test replaces one with ``app.dependency_overrides[get_engine] = lambda: fake``. Nothing here
+imports the app factory.
+
+Usage::
+
+    @router.get("/v1/models")
+    async def list_models(serving: OpenAIServingDep, principal: ClientDep) -> ModelList: ...
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
 
 from fastapi import Depends, Header, Request
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.auth import Principal, bearer_token
+from service.accounting import Accounting
+from service.admin.routers_service import RouterRegistry
+from service.auth import Authenticator, Principal, bearer_token
+from service.catalog import Catalog
+from service.db.engine import Database
+from service.metrics import Metrics
+from service.openai.serving import OpenAIServing
+from service.routing.engine import RoutingEngine
+from service.routing.scoring import ModelEmbedder
 from service.settings import Settings
-
-if TYPE_CHECKING:
-    from service.app import Components
-
-
-def get_components(request: Request) -> Components:
-    return request.app.state.components
+from service.state import StateStore
+from service.upstream.health import BackendHealth
 
 
-ComponentsDep = Annotated["Components", Depends(get_components)]
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
 
 
-def get_settings_dep(request: Request) -> Settings:
-    return request.app.state.components.settings
+def get_database(request: Request) -> Database:
+    return request.app.state.db
 
 
-SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
+async def get_session(
+    db: Annotated[Database, Depends(get_database)],
+) -> AsyncIterator[AsyncSession]:
+    async with db.session() as s:
+        yield s
+
+
+def get_store(request: Request) -> StateStore:
+    return request.app.state.store
+
+
+def get_auth(request: Request) -> Authenticator:
+    return request.app.state.auth
+
+
+def get_metrics(request: Request) -> Metrics:
+    return request.app.state.metrics
+
+
+def get_engine(request: Request) -> RoutingEngine:
+    return request.app.state.engine
+
+
+def get_locus(request: Request) -> ModelEmbedder:
+    return request.app.state.locus
+
+
+def get_health(request: Request) -> BackendHealth:
+    return request.app.state.health
+
+
+def get_accounting(request: Request) -> Accounting:
+    return request.app.state.accounting
+
+
+def get_catalog(request: Request) -> Catalog:
+    return request.app.state.catalog
+
+
+def get_openai(request: Request) -> OpenAIServing:
+    return request.app.state.openai
+
+
+def get_routers(request: Request) -> RouterRegistry:
+    return request.app.state.routers
+
+
+def get_status(request: Request) -> dict[str, Any]:
+    """The replica's status flags (``ready``, ``db_busy_until``), shared with the middleware."""
+    return request.app.state.status
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+DatabaseDep = Annotated[Database, Depends(get_database)]
+SessionDep = Annotated[AsyncSession, Depends(get_session)]
+StoreDep = Annotated[StateStore, Depends(get_store)]
+AuthDep = Annotated[Authenticator, Depends(get_auth)]
+MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+EngineDep = Annotated[RoutingEngine, Depends(get_engine)]
+LocusDep = Annotated[ModelEmbedder, Depends(get_locus)]
+HealthDep = Annotated[BackendHealth, Depends(get_health)]
+AccountingDep = Annotated[Accounting, Depends(get_accounting)]
+CatalogDep = Annotated[Catalog, Depends(get_catalog)]
+OpenAIServingDep = Annotated[OpenAIServing, Depends(get_openai)]
+RoutersDep = Annotated[RouterRegistry, Depends(get_routers)]
+StatusDep = Annotated[dict[str, Any], Depends(get_status)]
 
 
 async def client_principal(
-    request: Request,
+    auth: AuthDep,
     authorization: Annotated[str | None, Header()] = None,
     x_api_key: Annotated[str | None, Header()] = None,
 ) -> Principal:
     """A client API key or the admin token (accepted wherever a client key is)."""
-    comps = request.app.state.components
-    return await comps.auth.client(bearer_token(authorization, x_api_key))
+    return await auth.client(bearer_token(authorization, x_api_key))
 
 
 async def admin_principal(
-    request: Request, authorization: Annotated[str | None, Header()] = None
+    auth: AuthDep, authorization: Annotated[str | None, Header()] = None
 ) -> Principal:
-    comps = request.app.state.components
-    return comps.auth.admin(bearer_token(authorization))
+    return auth.admin(bearer_token(authorization))
 
 
 async def admitted_client(
-    request: Request,
-    authorization: Annotated[str | None, Header()] = None,
-    x_api_key: Annotated[str | None, Header()] = None,
+    principal: Annotated[Principal, Depends(client_principal)], accounting: AccountingDep
 ) -> Principal:
     """``client_principal`` plus the key's request rate, checked before the body is read: a
     rate-limited key is refused without parsing a byte of it."""
-    principal = await client_principal(request, authorization, x_api_key)
-    await request.app.state.components.accounting.admit_request(principal)
+    await accounting.admit_request(principal)
     return principal
 
 

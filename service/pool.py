@@ -17,16 +17,16 @@ from service.catalog import EvalInput, ModelSpec
 from service.errors import Conflict
 
 if TYPE_CHECKING:
-    from service.app import Components
+    from service.catalog import Catalog
 
 log = logging.getLogger(__name__)
 LIVE_MODELS = Path(__file__).resolve().parent / "live_models"
 
 
-async def seed_default_pool(c: Components) -> int:
+async def seed_default_pool(catalog: Catalog, bundle_path: Path | str | None = None) -> int:
     from training.bundle import DEFAULT_BUNDLE
 
-    folder = Path(c.settings.bundle_path or DEFAULT_BUNDLE)
+    folder = Path(bundle_path or DEFAULT_BUNDLE)
     if not (folder / "bundle.json").exists():
         log.warning("no bundle at %s: the registry starts with what the database holds", folder)
         return 0
@@ -46,7 +46,7 @@ async def seed_default_pool(c: Components) -> int:
             output_per_mtok=m.output_per_mtok,
             meta={"dataset": m.backend.get("dataset"), "source": "bundle"},
         )
-        added += await c.catalog.register_embedded(
+        added += await catalog.register_embedded(
             spec,
             embedding=m.embedding,
             num_evaluations=m.num_evaluations,
@@ -77,7 +77,7 @@ def read_live_evaluations(path: Path) -> list[EvalInput]:
 
 
 async def onboard_live_model(
-    c: Components,
+    catalog: Catalog,
     *,
     name: str,
     url: str,
@@ -99,10 +99,10 @@ async def onboard_live_model(
         meta={"source": "live", "evaluations_file": path.name},
     )
     try:
-        await c.catalog.register(spec, read_live_evaluations(path))
+        await catalog.register(spec, read_live_evaluations(path))
         log.info("onboarded %s at %s", name, url)
     except Conflict:
-        await c.catalog.update(
+        await catalog.update(
             name, {"backend_url": url, "backend_model": backend_model, "enabled": True}
         )
         log.info("%s already registered: backend now %s", name, url)

@@ -57,7 +57,7 @@ async def shipped_gateway(
     if encoder_backend is not None:
         kw["encoder_backend"] = encoder_backend
     settings = Settings(**kw)
-    from service.commands import limit_compute_threads
+    from service.threads import limit_compute_threads
 
     limit_compute_threads(settings.compute_threads)  # as `junction serve` does for each worker
     app = create_app(settings)

@@ -35,10 +35,13 @@ SKIP = ("training/research/", "federation/research_")
 # rule -> (path glob the rule is looked for in, [regular expressions, one per implementation])
 RULES: dict[str, tuple[str, list[str]]] = {
     # The chat rule: the last user turn plus the tail of the one before when it is short.
-    "routing text (last user turn + tail of the previous)": ("**/*.py", [r"\[-2\]\[-300:\]"]),
+    "routing text (last user turn + tail of the previous)": (
+        "**/*.py",
+        [r"\[-2\]\[-(300|PREVIOUS_TURN_CHARS):\]"],
+    ),
     "nearest neighbours in model-embedding space": (
         "**/*.py",
-        [r"def neighbours\(", r"np\.argsort\(dist", r"np\.linalg\.norm\(Z - z\["],
+        [r"def neighbours\(Z", r"np\.argsort\(dist", r"np\.linalg\.norm\(Z - z\["],
     ),
     "greedy k-center portfolio": (
         "**/*.py",

@@ -32,7 +32,7 @@ from service.admin.serving import portfolio
 from service.auth import hash_key, new_key
 from service.catalog import EvalInput, ModelSpec
 from service.db.models import ApiKeyRow, EvaluationRow, ModelRow, from_blob
-from service.deps import ComponentsDep, admin_principal
+from service.deps import CatalogDep, DatabaseDep, EngineDep, LocusDep, RoutersDep, admin_principal
 from service.errors import InvalidRequest, ModelNotFound, NotFound, UnprocessableEntity
 from service.routing.registry import bump_version
 from training.selection import distances_to
@@ -62,7 +62,7 @@ def model_public(
 
 # --- models
 @router.post("/models", status_code=201)
-async def create_model(body: ModelCreate, c: ComponentsDep) -> ModelPublic:
+async def create_model(body: ModelCreate, catalog: CatalogDep, engine: EngineDep) -> ModelPublic:
     """Register a model: LOCUS embeds it from its evaluations in one pass; routable at once."""
     b = body.backend
     spec = ModelSpec(
@@ -87,24 +87,24 @@ async def create_model(body: ModelCreate, c: ComponentsDep) -> ModelPublic:
         )
         for e in body.evaluations
     ]
-    row = await c.catalog.register(spec, evals)
-    pool = c.engine.pool
+    row = await catalog.register(spec, evals)
+    pool = engine.pool
     return model_public(row, version=pool.version, routable=pool.get(row.name) is not None)
 
 
 @router.get("/models")
-async def list_models(c: ComponentsDep) -> ModelsPublic:
-    async with c.db.session() as s:
+async def list_models(db: DatabaseDep) -> ModelsPublic:
+    async with db.session() as s:
         rows = (await s.execute(select(ModelRow).order_by(ModelRow.name))).scalars().all()
     return ModelsPublic(data=[model_public(r) for r in rows], count=len(rows))
 
 
 @router.get("/models/{name:path}/neighbors")
 async def neighbors(
-    name: str, c: ComponentsDep, k: Annotated[int, Query(ge=1, le=100)] = 5
+    name: str, engine: EngineDep, k: Annotated[int, Query(ge=1, le=100)] = 5
 ) -> NeighborsPublic:
     """The k nearest models in LOCUS space: the fallback order and a similarity map."""
-    pool = c.engine.pool
+    pool = engine.pool
     me = pool.get(name)
     if me is None:
         raise ModelNotFound(f"model {name!r} is not registered (or disabled)", param="name")
@@ -125,13 +125,15 @@ async def neighbors(
 
 
 @router.get("/models/{name:path}")
-async def get_model(name: str, c: ComponentsDep) -> ModelPublic:
-    async with c.db.session() as s:
-        return model_public(await c.catalog.get(s, name))
+async def get_model(name: str, catalog: CatalogDep, db: DatabaseDep) -> ModelPublic:
+    async with db.session() as s:
+        return model_public(await catalog.get(s, name))
 
 
 @router.patch("/models/{name:path}")
-async def patch_model(name: str, body: ModelUpdate, c: ComponentsDep) -> ModelPublic:
+async def patch_model(
+    name: str, body: ModelUpdate, catalog: CatalogDep, engine: EngineDep
+) -> ModelPublic:
     changes: dict[str, object] = {}
     if body.backend is not None:
         changes.update(
@@ -148,20 +150,22 @@ async def patch_model(name: str, body: ModelUpdate, c: ComponentsDep) -> ModelPu
         changes["enabled"] = body.enabled
     if not changes:
         raise UnprocessableEntity("nothing to change: give backend, pricing or enabled")
-    row = await c.catalog.update(name, changes)
-    return model_public(row, version=c.engine.pool.version)
+    row = await catalog.update(name, changes)
+    return model_public(row, version=engine.pool.version)
 
 
 @router.delete("/models/{name:path}", status_code=204)
-async def delete_model(name: str, c: ComponentsDep) -> Response:
-    await c.catalog.delete(name)
+async def delete_model(name: str, catalog: CatalogDep) -> Response:
+    await catalog.delete(name)
     return Response(status_code=204)
 
 
 @router.post("/portfolio")
-async def make_portfolio(body: PortfolioRequest, c: ComponentsDep) -> PortfolioPublic:
+async def make_portfolio(
+    body: PortfolioRequest, engine: EngineDep, db: DatabaseDep, locus: LocusDep
+) -> PortfolioPublic:
     """k models that cover LOCUS space (greedy k-center), from the best predicted model on."""
-    return await portfolio(body, pool=c.engine.pool, locus=c.locus, db=c.db)
+    return await portfolio(body, pool=engine.pool, locus=locus, db=db)
 
 
 # --- keys
@@ -181,7 +185,7 @@ def key_public(row: ApiKeyRow) -> KeyPublic:
 
 
 @router.post("/keys", status_code=201)
-async def create_key(body: KeyCreate, c: ComponentsDep) -> KeyCreated:
+async def create_key(body: KeyCreate, db: DatabaseDep) -> KeyCreated:
     key = new_key()
     row = ApiKeyRow(
         name=body.name,
@@ -193,25 +197,28 @@ async def create_key(body: KeyCreate, c: ComponentsDep) -> KeyCreated:
         spent_usd=0.0,
         trusted=body.trusted,
     )
-    async with c.db.session() as s:
+    async with db.session() as s:
         s.add(row)
         await s.commit()
     return KeyCreated(**key_public(row).model_dump(), key=key)
 
 
 @router.get("/keys")
-async def list_keys(c: ComponentsDep) -> KeysPublic:
-    async with c.db.session() as s:
+async def list_keys(db: DatabaseDep) -> KeysPublic:
+    async with db.session() as s:
         rows = (await s.execute(select(ApiKeyRow).order_by(ApiKeyRow.id))).scalars().all()
     return KeysPublic(data=[key_public(r) for r in rows])
 
 
 @router.patch("/keys/{key_id}")
 async def update_key(
-    key_id: Annotated[int, Path(ge=1, le=2**31 - 1)], body: KeyUpdate, c: ComponentsDep
+    key_id: Annotated[int, Path(ge=1, le=2**31 - 1)],
+    body: KeyUpdate,
+    catalog: CatalogDep,
+    db: DatabaseDep,
 ) -> KeyPublic:
     """Trust or distrust a key's evaluation rows; the models they cover are re-embedded."""
-    async with c.db.session() as s:
+    async with db.session() as s:
         row = await s.get(ApiKeyRow, key_id)
         if row is None:
             raise NotFound(f"no key with id {key_id}")
@@ -228,15 +235,15 @@ async def update_key(
         )
         version = await bump_version(s)  # cached principals carry the flag: drop them
         await s.commit()
-    await c.catalog.publish(version)
+    await catalog.publish(version)
     if changed and models:
-        await c.catalog.refresh_embeddings(models)
+        await catalog.refresh_embeddings(models)
     return key_public(row)
 
 
 @router.delete("/keys/{key_id}", status_code=204)
-async def revoke_key(key_id: int, c: ComponentsDep) -> Response:
-    async with c.db.session() as s:
+async def revoke_key(key_id: int, catalog: CatalogDep, db: DatabaseDep) -> Response:
+    async with db.session() as s:
         res = await s.execute(
             update(ApiKeyRow)
             .where(ApiKeyRow.id == key_id, ApiKeyRow.revoked_at.is_(None))
@@ -246,7 +253,7 @@ async def revoke_key(key_id: int, c: ComponentsDep) -> Response:
             raise NotFound(f"no active key with id {key_id}")
         version = await bump_version(s)
         await s.commit()
-    await c.catalog.publish(version)
+    await catalog.publish(version)
     return Response(status_code=204)
 
 
@@ -256,14 +263,14 @@ def router_public(r: object) -> RouterPublic:
 
 
 @router.get("/routers")
-async def list_routers(c: ComponentsDep) -> RoutersPublic:
-    return RoutersPublic(data=[router_public(r) for r in await c.routers.list()])
+async def list_routers(routers: RoutersDep) -> RoutersPublic:
+    return RoutersPublic(data=[router_public(r) for r in await routers.list()])
 
 
 @router.post("/routers", status_code=201)
 async def upload_router(
     request: Request,
-    c: ComponentsDep,
+    routers: RoutersDep,
     name: Annotated[str, Query(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")],
 ) -> RouterPublic:
     """Upload a router checkpoint (the request body, application/octet-stream) as a new version."""
@@ -272,11 +279,13 @@ async def upload_router(
         raise InvalidRequest("empty body: send the checkpoint bytes")
     if name == "locus":
         raise UnprocessableEntity("'locus' is the built-in router")
-    return router_public(await c.routers.upload(name, data))
+    return router_public(await routers.upload(name, data))
 
 
 @router.post("/routers/activate")
-async def activate_router(body: RouterActivate, c: ComponentsDep) -> RouterPublic:
-    row, version = await c.routers.activate(body.name, body.version)
-    await c.catalog.publish(version)
+async def activate_router(
+    body: RouterActivate, catalog: CatalogDep, routers: RoutersDep
+) -> RouterPublic:
+    row, version = await routers.activate(body.name, body.version)
+    await catalog.publish(version)
     return router_public(row)

@@ -25,8 +25,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse
 
-from service.dashboard.serving import DashboardData, window
-from service.deps import ComponentsDep, admin_principal
+from service.dashboard.serving import DashboardData, GatewayView, window
+from service.deps import admin_principal
 from service.errors import InvalidRequest, NotFound
 
 HERE = Path(__file__).resolve().parent
@@ -56,6 +56,16 @@ def get_data(request: Request) -> DashboardData:
 
 
 DataDep = Annotated[DashboardData, Depends(get_data)]
+
+
+def get_gateway(request: Request) -> GatewayView:
+    """The dashboard's figures span most collaborators: it reads the lifespan's ``Components``
+    through the narrow ``GatewayView`` protocol (the gateway's API routes take one typed
+    dependency each)."""
+    return request.app.state.components
+
+
+ComponentsDep = Annotated[GatewayView, Depends(get_gateway)]
 Hours = Annotated[float, Query(gt=0, le=24 * 90, description="the time window, hours back")]
 
 

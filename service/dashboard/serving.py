@@ -30,7 +30,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 from sqlalchemy import select
@@ -41,7 +41,26 @@ from service.request_log import text_sha256 as _sha
 from service.routing.registry import Pool, PoolEntry
 
 if TYPE_CHECKING:
-    from service.app import Components
+    from service.admin.routers_service import RouterRegistry
+    from service.db.engine import Database
+    from service.metrics import Metrics
+    from service.request_log import RequestLog
+    from service.routing.engine import RoutingEngine
+    from service.settings import Settings
+    from service.upstream.health import BackendHealth
+
+
+class GatewayView(Protocol):
+    """The collaborators the dashboard's figures read (``service.app.Components`` has them)."""
+
+    settings: Settings
+    db: Database
+    engine: RoutingEngine
+    health: BackendHealth
+    metrics: Metrics
+    requests_log: RequestLog
+    routers: RouterRegistry
+
 
 # The figures cover the newest MAX_RECORDS requests of the window; "capped" says when there
 # were more (the page reads them twice per refresh, so this bounds its cost to the gateway).
@@ -139,12 +158,12 @@ class DashboardData:
         self._outcomes: Outcomes | None = None
         self._frontiers: dict[tuple[int, str, float], dict[str, Any]] = {}
 
-    def outcomes(self, c: Components) -> Outcomes:
+    def outcomes(self, c: GatewayView) -> Outcomes:
         if self._outcomes is None:
             self._outcomes = Outcomes(c.db)
         return self._outcomes
 
-    async def records(self, c: Components, w: Window) -> list[RequestRecordRow]:
+    async def records(self, c: GatewayView, w: Window) -> list[RequestRecordRow]:
         await c.requests_log.flush()
         async with c.db.session() as s:
             rows = (
@@ -162,7 +181,7 @@ class DashboardData:
         return list(reversed(rows))
 
     # --- savings (also the JSON endpoint)
-    async def savings(self, c: Components, w: Window) -> dict[str, Any]:
+    async def savings(self, c: GatewayView, w: Window) -> dict[str, Any]:
         records = await self.records(c, w)
         pool = c.engine.pool
         idx = await self.outcomes(c).index(pool_datasets(pool))
@@ -195,7 +214,7 @@ class DashboardData:
         }
 
     # --- the page's main payload
-    async def overview(self, c: Components, w: Window) -> dict[str, Any]:
+    async def overview(self, c: GatewayView, w: Window) -> dict[str, Any]:
         pool = c.engine.pool
         records = await self.records(c, w)
         idx = await self.outcomes(c).index(pool_datasets(pool))
@@ -216,7 +235,7 @@ class DashboardData:
             "requests": len(records),
         }
 
-    def _pool_map(self, c: Components, served: dict[str, int]) -> list[dict[str, Any]]:
+    def _pool_map(self, c: GatewayView, served: dict[str, int]) -> list[dict[str, Any]]:
         from training.evaluation.harness import map_2d
         from training.selection import distances, neighbours
 
@@ -252,7 +271,7 @@ class DashboardData:
             )
         return out
 
-    async def _routers(self, c: Components) -> dict[str, Any]:
+    async def _routers(self, c: GatewayView) -> dict[str, Any]:
         rows = await c.routers.list()
         return {
             "default": c.engine.default_router,
@@ -270,7 +289,7 @@ class DashboardData:
         }
 
     @staticmethod
-    def _health(c: Components, records: list[RequestRecordRow]) -> dict[str, Any]:
+    def _health(c: GatewayView, records: list[RequestRecordRow]) -> dict[str, Any]:
         errors: dict[str, dict[str, float]] = defaultdict(dict)
         for metric in c.metrics.upstream_errors.collect():
             for s in metric.samples:
@@ -308,7 +327,7 @@ class DashboardData:
         }
 
     # --- frontier
-    async def frontier(self, c: Components, router: str | None) -> dict[str, Any]:
+    async def frontier(self, c: GatewayView, router: str | None) -> dict[str, Any]:
         pool = c.engine.pool
         scorer = c.engine.scorer_for(router)
         lam = float(c.settings.default_lambda)
@@ -320,7 +339,7 @@ class DashboardData:
 
     # --- federation
     @staticmethod
-    def federation(c: Components) -> dict[str, Any]:
+    def federation(c: GatewayView) -> dict[str, Any]:
         return federation_runs([Path(c.settings.data_dir) / "federation"])
 
 
@@ -418,7 +437,7 @@ def federation_runs(folders: list[Path]) -> dict[str, Any]:
 
 
 def compute_frontier(
-    c: Components, scorer: Any, idx: OutcomeIndex, lam_now: float
+    c: GatewayView, scorer: Any, idx: OutcomeIndex, lam_now: float
 ) -> dict[str, Any]:
     """Realised accuracy and cost per 1k requests of ``argmax p - lambda * cost`` over lambdas.
 

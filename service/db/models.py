@@ -9,8 +9,6 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-import numpy as np
-import numpy.typing as npt
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -28,17 +26,13 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+# The one blob codec, shared with federation's reader of these rows (re-exported here).
+from training.data.gateway_rows import from_blob as from_blob
+from training.data.gateway_rows import to_blob as to_blob
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-def to_blob(v: npt.ArrayLike) -> bytes:
-    return np.asarray(v, dtype="<f4").tobytes()
-
-
-def from_blob(b: bytes) -> npt.NDArray[np.float32]:
-    return np.frombuffer(b, dtype="<f4").astype(np.float32)
 
 
 class Base(DeclarativeBase):

@@ -12,7 +12,7 @@ other tenants are routed by. Ingest cost is capped per post and per key per minu
 from __future__ import annotations
 
 import hashlib
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
@@ -24,7 +24,14 @@ from service.accounting import WINDOW_S
 from service.auth import Principal
 from service.catalog import EvalInput
 from service.db.models import EvaluationBatchRow, EvaluationRow, ModelRow, to_blob
-from service.deps import AdmittedClientDep, ClientDep, ComponentsDep
+from service.deps import (
+    AdmittedClientDep,
+    CatalogDep,
+    ClientDep,
+    DatabaseDep,
+    SettingsDep,
+    StoreDep,
+)
 from service.errors import Conflict, NotFound, RateLimited, UnprocessableEntity
 from service.evaluations.protocol import (
     BatchAck,
@@ -34,9 +41,8 @@ from service.evaluations.protocol import (
 )
 from service.handlers import validation_response
 from service.jsonbody import bad_string, parse_json_object
-
-if TYPE_CHECKING:
-    from service.app import Components
+from service.settings import Settings
+from service.state import StateStore
 
 INT_ID = 2**31 - 1  # ids are INTEGER columns (32-bit on PostgreSQL)
 
@@ -63,9 +69,11 @@ def _ack(
     ).model_dump()
 
 
-async def _admit_rows(c: Components, principal: Principal, rows: int) -> None:
+async def _admit_rows(
+    settings: Settings, store: StateStore, principal: Principal, rows: int
+) -> None:
     """The ingest cost caps: rows per post, and rows per minute for a client key."""
-    cap = c.settings.evaluations_max_rows_per_post
+    cap = settings.evaluations_max_rows_per_post
     if rows > cap:
         raise UnprocessableEntity(
             f"{rows} rows in one post; at most {cap} (split the log into several posts)",
@@ -73,10 +81,10 @@ async def _admit_rows(c: Components, principal: Principal, rows: int) -> None:
         )
     if principal.key_id is None:
         return
-    per_min = c.settings.evaluations_rows_per_minute
-    n = await c.store.incr_window(f"evrows:{principal.key_id}", rows, window_s=WINDOW_S)
+    per_min = settings.evaluations_rows_per_minute
+    n = await store.incr_window(f"evrows:{principal.key_id}", rows, window_s=WINDOW_S)
     if n > per_min:
-        await c.store.incr_window(f"evrows:{principal.key_id}", -rows, window_s=WINDOW_S)
+        await store.incr_window(f"evrows:{principal.key_id}", -rows, window_s=WINDOW_S)
         raise RateLimited(
             f"evaluation ingest limit of {per_min} rows/min exceeded",
             headers={"Retry-After": str(WINDOW_S)},
@@ -96,7 +104,10 @@ async def _admit_rows(c: Components, principal: Principal, rows: int) -> None:
 )
 async def post_evaluations(
     request: Request,
-    c: ComponentsDep,
+    catalog: CatalogDep,
+    db: DatabaseDep,
+    settings: SettingsDep,
+    store: StoreDep,
     principal: AdmittedClientDep,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> Response:
@@ -108,7 +119,7 @@ async def post_evaluations(
     digest = hashlib.sha256(raw).hexdigest()
     body = parse_json_object(raw)
     rows = body.get("rows")
-    await _admit_rows(c, principal, len(rows) if isinstance(rows, list) else 0)
+    await _admit_rows(settings, store, principal, len(rows) if isinstance(rows, list) else 0)
     try:
         batch = EvaluationBatch.model_validate(body)
     except ValidationError as exc:
@@ -116,7 +127,7 @@ async def post_evaluations(
     owner = principal.scope
 
     async def stored() -> EvaluationBatchRow | None:
-        async with c.db.session() as s:
+        async with db.session() as s:
             q = select(EvaluationBatchRow).where(
                 EvaluationBatchRow.owner == owner,
                 EvaluationBatchRow.idempotency_key == idempotency_key,
@@ -137,11 +148,11 @@ async def post_evaluations(
 
     async def finish(batch_id: int, batch: EvaluationBatch, *, shared: bool) -> dict[str, Any]:
         models = sorted({r.model for r in batch.rows})
-        async with c.db.session() as s:
+        async with db.session() as s:
             registered = set(
                 (await s.execute(select(ModelRow.name).where(ModelRow.name.in_(models)))).scalars()
             )
-        refreshed = await c.catalog.refresh_embeddings(sorted(registered)) if shared else {}
+        refreshed = await catalog.refresh_embeddings(sorted(registered)) if shared else {}
         ack = _ack(
             batch_id,
             len(batch.rows),
@@ -149,7 +160,7 @@ async def post_evaluations(
             [m for m in models if m not in registered],
             shared=shared,
         )
-        async with c.db.session() as s:
+        async with db.session() as s:
             row = await s.get(EvaluationBatchRow, batch_id)
             if row is not None:
                 row.response = ack
@@ -160,8 +171,8 @@ async def post_evaluations(
     if prev is not None:
         return await replay(prev)
     evals = [EvalInput(score=r.score, query=r.query, embedding=r.embedding) for r in batch.rows]
-    X = await c.catalog.embed_inputs(evals)
-    async with c.db.session() as s:
+    X = await catalog.embed_inputs(evals)
+    async with db.session() as s:
         b = EvaluationBatchRow(
             key_id=principal.key_id,
             owner=owner,
@@ -207,7 +218,7 @@ async def post_evaluations(
 
 @router.get("")
 async def list_evaluations(
-    c: ComponentsDep,
+    db: DatabaseDep,
     principal: ClientDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     after: Annotated[int, Query(ge=0, le=INT_ID)] = 0,
@@ -219,7 +230,7 @@ async def list_evaluations(
         q = q.where(EvaluationRow.key_id == principal.key_id)
     if model:
         q = q.where(EvaluationRow.model_name == model)
-    async with c.db.session() as s:
+    async with db.session() as s:
         rows = (await s.execute(q.order_by(EvaluationRow.id).limit(limit))).scalars().all()
     return EvaluationsPublic(
         data=[
@@ -242,10 +253,13 @@ async def list_evaluations(
 
 @router.delete("/batches/{batch_id}", status_code=204)
 async def delete_batch(
-    batch_id: Annotated[int, Path(ge=1, le=INT_ID)], c: ComponentsDep, principal: ClientDep
+    batch_id: Annotated[int, Path(ge=1, le=INT_ID)],
+    catalog: CatalogDep,
+    db: DatabaseDep,
+    principal: ClientDep,
 ) -> Response:
     """Delete one of the caller's batches; its models are re-embedded without it."""
-    async with c.db.session() as s:
+    async with db.session() as s:
         b = await s.get(EvaluationBatchRow, batch_id)
         if b is None or (principal.key_id is not None and b.key_id != principal.key_id):
             raise NotFound(f"no batch {batch_id} of yours")
@@ -262,5 +276,5 @@ async def delete_batch(
         await s.delete(b)
         await s.commit()
     if principal.trusted:  # an untrusted key's rows never were behind a shared embedding
-        await c.catalog.refresh_embeddings(models)
+        await catalog.refresh_embeddings(models)
     return Response(status_code=204)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from service.deps import AdmittedClientDep, ClientDep, ComponentsDep
+from service.deps import AdmittedClientDep, ClientDep, OpenAIServingDep
 from service.openai.protocol import ChatCompletionRequest, CompletionRequest, ModelList
 
 router = APIRouter(tags=["openai"])
@@ -26,11 +26,11 @@ _CHAT_DOC = {
 @router.post("/v1/chat/completions", openapi_extra=_CHAT_DOC)
 @router.post("/chat/completions", include_in_schema=False)
 async def chat_completions(
-    request: Request, c: ComponentsDep, principal: AdmittedClientDep
+    request: Request, serving: OpenAIServingDep, principal: AdmittedClientDep
 ) -> Response:
     """OpenAI chat completions; ``model: "junction/auto"`` routes, a model name bypasses."""
     raw = await request.body()
-    return await c.openai.create(raw, request.headers, principal, kind="chat")
+    return await serving.create(raw, request.headers, principal, kind="chat")
 
 
 _COMPLETION_DOC = {
@@ -42,14 +42,16 @@ _COMPLETION_DOC = {
 
 @router.post("/v1/completions", openapi_extra=_COMPLETION_DOC)
 @router.post("/completions", include_in_schema=False)
-async def completions(request: Request, c: ComponentsDep, principal: AdmittedClientDep) -> Response:
+async def completions(
+    request: Request, serving: OpenAIServingDep, principal: AdmittedClientDep
+) -> Response:
     """OpenAI (legacy) text completions, routed the same way."""
     raw = await request.body()
-    return await c.openai.create(raw, request.headers, principal, kind="completion")
+    return await serving.create(raw, request.headers, principal, kind="completion")
 
 
 @router.get("/v1/models")
 @router.get("/models", include_in_schema=False)
-async def list_models(c: ComponentsDep, principal: ClientDep) -> ModelList:  # noqa: ARG001
+async def list_models(serving: OpenAIServingDep, principal: ClientDep) -> ModelList:  # noqa: ARG001
     """The virtual ``junction/auto`` and every registered model."""
-    return c.openai.models()
+    return serving.models()

@@ -6,7 +6,7 @@ import time
 
 from fastapi import APIRouter, Request
 
-from service.deps import AdmittedClientDep, ComponentsDep
+from service.deps import AdmittedClientDep, EngineDep, MetricsDep, OpenAIServingDep
 from service.jsonbody import parse_json_object
 from service.openai.parse import conversation_text
 from service.openai.protocol import routing_options, text_of
@@ -25,7 +25,13 @@ router = APIRouter(tags=["route"])
         }
     },
 )
-async def route(request: Request, c: ComponentsDep, principal: AdmittedClientDep) -> RouteResponse:  # noqa: ARG001
+async def route(
+    request: Request,
+    engine: EngineDep,
+    serving: OpenAIServingDep,
+    metrics: MetricsDep,
+    principal: AdmittedClientDep,  # noqa: ARG001
+) -> RouteResponse:
     t0 = time.perf_counter()
     body = parse_json_object(await request.body())
     # The x-junction-* routing headers fill what the body leaves out, as on chat requests; a
@@ -39,8 +45,8 @@ async def route(request: Request, c: ComponentsDep, principal: AdmittedClientDep
     else:
         text = prompt = req.prompt or ""
         tokens = estimate_tokens(text)
-    _, usable = c.openai.decider.filters(prompt)
-    d = await c.engine.decide(
+    _, usable = serving.decider.filters(prompt)
+    d = await engine.decide(
         RouteQuery(
             text=text,
             prompt_tokens=tokens,
@@ -54,8 +60,8 @@ async def route(request: Request, c: ComponentsDep, principal: AdmittedClientDep
         ),
         usable=usable,
     )
-    c.metrics.latency.labels(stage="embed").observe(d.embed_ms / 1000)
-    c.metrics.latency.labels(stage="score").observe(d.score_ms / 1000)
+    metrics.latency.labels(stage="embed").observe(d.embed_ms / 1000)
+    metrics.latency.labels(stage="score").observe(d.score_ms / 1000)
     return RouteResponse(
         model=d.model,
         router=d.router,
