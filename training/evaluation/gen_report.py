@@ -7,7 +7,18 @@ from typing import Any
 
 from training.evaluation import plots
 
-ORDER = ("locus_kr", "locus_kr_nomargin", "mean_kr", "locus", "mf", "knn", "ridge", "best_avg")
+ORDER = (
+    "locus_kr",
+    "locus_kr_nomargin",
+    "mean_kr",
+    "blend_kr",
+    "ens",
+    "locus",
+    "mf",
+    "knn",
+    "ridge",
+    "best_avg",
+)
 BASELINES = ("locus", "mf", "knn", "ridge", "best_avg")
 REF = {
     "best_single": "true best single model (test)",
@@ -18,6 +29,8 @@ LABEL = {
     "locus_kr": "LOCUS-KR (served)",
     "locus_kr_nomargin": "LOCUS-KR, no default margin",
     "mean_kr": "mean prior + KR (no LOCUS)",
+    "blend_kr": "LOCUS/MF blended prior + KR",
+    "ens": "mean of LOCUS, MF, kNN-50, ridge-30",
     "locus": "LOCUS alone",
     "mf": "MF",
     "knn": "per-model kNN",

@@ -80,6 +80,9 @@ KR_GRID = {
     "alpha_g": (2.0, 20.0),
 }
 MARGINS = (0.0, 0.02, 0.05, 0.1, 0.15, 1.0)
+# blend_kr: prior = (1 - w) * LOCUS + w * MF (the model's MF embedding fitted on its own k
+# evaluations), then the same global offset and kernel residual; w = 0 is LOCUS-KR
+BLEND_W = (0.25, 0.5, 0.75, 1.0)
 MF_FIT_STEPS = 150  # Adam steps fitting a new model's MF embedding (predictor frozen)
 METHOD = "locus_kr"  # the method the gateway serves
 
@@ -104,6 +107,14 @@ class GenConfig:
     quick: bool = field(default=False, metadata={"help": "tiny nets, few ks (tests)"})
     merge: str = field(
         default="", metadata={"help": "comma-separated run folders to merge into --out"}
+    )
+    joint: bool = field(
+        default=False,
+        metadata={"help": "train LOCUS on both data sets at once (the other's models all seen)"},
+    )
+    features: float = field(
+        default=0.0,
+        metadata={"help": "scale of cheap query features appended to MiniLM (0 = none)"},
     )
 
 
@@ -166,43 +177,57 @@ def _ks(cfg: GenConfig) -> tuple[int, ...]:
     return (16, 64) if cfg.quick else tuple(int(k) for k in cfg.ks.split(","))
 
 
-def locus_fold_config(cfg: GenConfig) -> Any:
+def locus_fold_config(cfg: GenConfig, input_dim: int = 384) -> Any:
     from training.locus import LocusConfig
 
     if cfg.quick:
         return LocusConfig(
-            d_model=16, num_latents=4, num_heads=2, predictor_hidden=16, steps=30, eval_every=15,
+            input_dim=input_dim, d_model=16, num_latents=4, num_heads=2, predictor_hidden=16, steps=30, eval_every=15,
             models_per_step=4, enc_set_min=8, enc_set_max=64, target_batch_size=32, warmup_steps=5,
         )  # fmt: skip
     # Smaller than the shipped model so that every fold trains in a few CPU minutes; encoder sets
     # span the onboarding range (16..512 evaluations).
     return LocusConfig(
-        d_model=64, num_latents=16, num_heads=4, predictor_hidden=64, steps=cfg.locus_steps,
+        input_dim=input_dim, d_model=64, num_latents=16, num_heads=4, predictor_hidden=64, steps=cfg.locus_steps,
         eval_every=max(1, cfg.locus_steps // 4), models_per_step=8, enc_set_min=16,
         enc_set_max=512, target_batch_size=128, warmup_steps=50,
     )  # fmt: skip
 
 
-def mf_fold_config(cfg: GenConfig) -> Any:
+def mf_fold_config(cfg: GenConfig, input_dim: int = 384) -> Any:
     from training.locus import MFConfig
 
     if cfg.quick:
-        return MFConfig(d_model=16, predictor_hidden=16, steps=30, eval_every=15, batch_size=256)
+        return MFConfig(
+            input_dim=input_dim,
+            d_model=16,
+            predictor_hidden=16,
+            steps=30,
+            eval_every=15,
+            batch_size=256,
+        )
     return MFConfig(
-        d_model=64, predictor_hidden=64, steps=cfg.mf_steps,
+        input_dim=input_dim, d_model=64, predictor_hidden=64, steps=cfg.mf_steps,
         eval_every=max(1, cfg.mf_steps // 4), batch_size=2048,
     )  # fmt: skip
 
 
-def train_fold_nets(m: EvalMatrix, fold: Fold, cfg: GenConfig) -> None:
-    """LOCUS and MF trained on the fold's training models and rows (cached on disk)."""
+def train_fold_nets(
+    m: EvalMatrix, fold: Fold, cfg: GenConfig, partner: EvalMatrix | None = None
+) -> None:
+    """LOCUS and MF trained on the fold's training models and rows (cached on disk).
+
+    With ``partner`` (``--joint``), LOCUS is trained on the fold's matrix and the partner data
+    set's train/val questions and models at once, in one model space (MF stays per data set).
+    """
     import torch
 
     from training.locus import LocusEmbedder, train_locus, train_mf
     from training.locus.mf import MFResult
     from training.locus.model import CorrectnessPredictor
 
-    lc, mc = locus_fold_config(cfg), mf_fold_config(cfg)
+    dim = int(m.embeddings.shape[1])
+    lc, mc = locus_fold_config(cfg, dim), mf_fold_config(cfg, dim)
     names = [m.models[j] for j in fold.train_models]
     # the fold's matrix: training rows (train split) plus its val rows for best-on-val checkpoints
     keep_val = m.split == "val"
@@ -210,16 +235,25 @@ def train_fold_nets(m: EvalMatrix, fold: Fold, cfg: GenConfig) -> None:
         keep_val &= ~np.isin(np.arange(m.num_queries), fold.val_rows)
     rows = np.union1d(fold.train_rows, np.flatnonzero(keep_val))
     sub = m.subset(rows)
-    key = hashlib.sha256(
-        json.dumps([m.dataset, fold.name, names, asdict(lc), asdict(mc)]).encode()
-    ).hexdigest()[:12]
+    locus_names, locus_sub = names, sub
+    if partner is not None:
+        locus_sub = stack_matrices(sub, partner.subset(np.isin(partner.split, ("train", "val"))))
+        locus_names = names + list(partner.models)
+    tag: list[Any] = [m.dataset, fold.name, names, asdict(lc), asdict(mc)]
+    if cfg.features:
+        tag.append(cfg.features)
+    key = hashlib.sha256(json.dumps(tag).encode()).hexdigest()[:12]
     folder = Path(cfg.cache) / f"{m.dataset}-{fold.name.split(':')[0]}-{key}"
     locus_path, mf_path = folder / "locus.pt", folder / "mf.pt"
+    if partner is not None:  # MF is the same; LOCUS is trained with the partner's models
+        locus_path = folder / f"locus-joint-{partner.dataset}.pt"
     t = time.time()
     if locus_path.exists() and not cfg.quick:
         fold.nets["locus"] = LocusEmbedder.from_checkpoint(locus_path)
     else:
-        fold.nets["locus"] = train_locus(sub, lc, models=names, progress=True).embedder()
+        fold.nets["locus"] = train_locus(
+            locus_sub, lc, models=locus_names, progress=True
+        ).embedder()
         if not cfg.quick:
             fold.nets["locus"].save(locus_path)
     if mf_path.exists() and not cfg.quick:
@@ -242,6 +276,44 @@ def train_fold_nets(m: EvalMatrix, fold: Fold, cfg: GenConfig) -> None:
     fold.nets["seconds"] = time.time() - t
 
 
+def stack_matrices(a: EvalMatrix, b: EvalMatrix) -> EvalMatrix:
+    """One matrix of both data sets' questions and models (block-diagonal: a model is NaN on the
+    other data set's questions), for training LOCUS in one model space over both."""
+    if a.embeddings.shape[1] != b.embeddings.shape[1]:
+        raise ValueError("the two data sets' query embeddings differ in size")
+    if set(a.models) & set(b.models):
+        raise ValueError("the two data sets share model names")
+    qa, qb, ma, mb = a.num_queries, b.num_queries, len(a.models), len(b.models)
+
+    def block(x: Array, y: Array) -> Array:
+        out = np.full((qa + qb, ma + mb), np.nan, dtype=np.float32)
+        out[:qa, :ma], out[qa:, ma:] = x, y
+        return out
+
+    return EvalMatrix(
+        dataset=f"{a.dataset}+{b.dataset}",
+        query_ids=np.concatenate([np.char.add(f"{a.dataset}:", a.query_ids),
+                                  np.char.add(f"{b.dataset}:", b.query_ids)]),
+        queries=[*a.queries, *b.queries],
+        categories=np.concatenate([a.categories, b.categories]),
+        split=np.concatenate([a.split, b.split]),
+        embeddings=np.concatenate([a.embeddings, b.embeddings]).astype(np.float32),
+        models=[*a.models, *b.models],
+        scores=block(a.scores, b.scores),
+        cost_usd=block(a.cost_usd, b.cost_usd),
+        prompt_tokens=block(a.prompt_tokens, b.prompt_tokens),
+        completion_tokens=block(a.completion_tokens, b.completion_tokens),
+        meta={"stacked": [a.dataset, b.dataset]},
+    )  # fmt: skip
+
+
+def add_features(m: EvalMatrix, scale: float) -> EvalMatrix:
+    """The matrix with ``scale`` x the cheap query features beside each embedding."""
+    from training.query_features import with_features
+
+    return replace(m, embeddings=with_features(m.embeddings, m.queries, scale))
+
+
 # --------------------------------------------------------------------------------------------
 # per-model predictions of every method
 
@@ -262,6 +334,14 @@ def _kr_keys() -> list[tuple[int, float, float, float]]:
 
 def _kr_name(prefix: str, c: tuple[int, float, float, float]) -> str:
     return f"{prefix}|k={c[0]},beta={c[1]},alpha={c[2]},alpha_g={c[3]}"
+
+
+def _blend_keys() -> list[tuple[float, int, float, float, float]]:
+    return [(w, *c) for w in BLEND_W for c in _kr_keys()]
+
+
+def _blend_name(c: tuple[float, int, float, float, float]) -> str:
+    return f"blend_kr|w={c[0]},k={c[1]},beta={c[2]},alpha={c[3]},alpha_g={c[4]}"
 
 
 def predict_model(
@@ -296,6 +376,7 @@ def predict_model(
     q_own = locus.predict(z[None], X_ev)[:, 0]
     out["locus"] = q_l
     out["mf"] = mf.predict(Xq, mf_z[None])[:, 0]
+    mf_own = mf.predict(X_ev, mf_z[None])[:, 0]
 
     def pick(name: str, grid: Any) -> list[Any]:
         return list(grid) if configs is None else [configs[name]]
@@ -312,6 +393,17 @@ def predict_model(
             g = global_offset(ev.resid, alpha_g)
             r = kernel_residual(nn_idx, nn_sim, ev.resid - g, k=k, beta=beta, alpha=alpha)
             out[_kr_name(prefix, tuple(c))] = np.clip(prior + g + r, 0.01, 0.99)
+    for c5 in pick("blend_kr", _blend_keys()):
+        w, k, beta, alpha, alpha_g = c5
+        prior_q = (1 - w) * q_l + w * out["mf"]
+        resid = y_ev - ((1 - w) * q_own + w * mf_own)
+        g = global_offset(resid, alpha_g)
+        r = kernel_residual(nn_idx, nn_sim, resid - g, k=int(k), beta=beta, alpha=alpha)
+        out[_blend_name(tuple(c5))] = np.clip(prior_q + g + r, 0.01, 0.99).astype(np.float32)
+    # ens: the plain mean of four predictors' P(correct) (LOCUS, MF, kNN-50, ridge-30), fixed
+    # members so the only choice left is the do-no-harm margin
+    ens = [q_l, out["mf"], y_ev[nn_idx[:, :50]].mean(1), _ridge(X_ev, y_ev, Xq, 30.0)]
+    out["ens"] = np.mean(ens, axis=0).astype(np.float32)
     return ModelPred(out, cost.astype(np.float32), mean, float(c_ev.mean()))
 
 
@@ -440,7 +532,8 @@ def validation_scores(m: EvalMatrix, fold: Fold, fp: FoldPreds) -> dict[str, flo
             zero = np.zeros((len(T), len(cols)), dtype=np.float32)
             for key in _method_keys(preds):
                 P = np.stack([p.p[key] for p in preds], 1)
-                margins = MARGINS if key.split("|")[0] in ("locus_kr", "mean_kr") else (0.0,)
+                kr_family = key.split("|")[0] in ("locus_kr", "mean_kr", "blend_kr", "ens")
+                margins = MARGINS if kr_family else (0.0,)
                 for mg in margins:
                     ch = method_choice(P, zero, means, 0.0, mg)
                     sums.setdefault(f"{key}@{mg}", []).append(route_acc(ch, T))
@@ -476,6 +569,18 @@ def select_configs(val: dict[str, dict[str, float]], fold: str) -> dict[str, Any
         out[f"{prefix}_val"] = score
         # the same predictor without the do-no-harm default (ablation)
         out[f"{prefix}_nomargin_val"] = mean[f"{key.split('@')[0]}@0.0"]
+    if any(k.startswith("blend_kr|") for k in keys):
+        key, score = best("blend_kr")
+        body, mg = key.split("|")[1].split("@")
+        vals = dict(kv.split("=") for kv in body.split(","))
+        out["blend_kr"] = (float(vals["w"]), int(vals["k"]), float(vals["beta"]),
+                           float(vals["alpha"]), float(vals["alpha_g"]))  # fmt: skip
+        out["blend_kr_margin"] = float(mg)
+        out["blend_kr_val"] = score
+    if any(k.startswith("ens@") for k in keys):
+        key, score = best("ens")
+        out["ens_margin"] = float(key.split("@")[1])
+        out["ens_val"] = score
     return out
 
 
@@ -507,6 +612,8 @@ def test_metrics(
         METHOD: (kr, configs["locus_kr_margin"]),
         "locus_kr_nomargin": (kr, 0.0),
         "mean_kr": (mk, configs["mean_kr_margin"]),
+        "blend_kr": (_blend_name(configs["blend_kr"]), configs["blend_kr_margin"]),
+        "ens": ("ens", configs.get("ens_margin", 0.0)),
         "locus": ("locus", 0.0),
         "mf": ("mf", 0.0),
         "knn": (f"knn|{configs['knn']}", 0.0),
@@ -605,12 +712,13 @@ def run_generalization(cfg: GenConfig) -> dict[str, Any]:
         "datasets": {},
     }
     for ds in [d.strip() for d in cfg.datasets.split(",") if d.strip()]:
-        m = load_matrix(ds)
-        if cfg.quick:
-            m = _quick_matrix(m)
+        m = _load(ds, cfg)
+        partner = None
+        if cfg.joint:  # LOCUS in one model space over both shipped data sets
+            partner = _load("routerbench" if ds == "mmlu_pro" else "mmlu_pro", cfg)
         folds = build_folds(m, cfg, int(n_folds.get(ds, 4)) if not cfg.quick else 2)
         for fold in tqdm(folds, desc=f"{ds}: train folds"):
-            train_fold_nets(m, fold, cfg)
+            train_fold_nets(m, fold, cfg, partner)
         res: dict[str, Any] = {"models": m.models, "folds": {}, "kinds": {}}
         for kind in ("models", "tasks"):
             kf = [f for f in folds if f.kind == kind]
@@ -643,6 +751,13 @@ def run_generalization(cfg: GenConfig) -> dict[str, Any]:
         for f in res["folds"].values():
             f["results"] = _mean_over_draws(f["results"])
     return write_report(report, figures, out)
+
+
+def _load(ds: str, cfg: GenConfig) -> EvalMatrix:
+    m = load_matrix(ds)
+    if cfg.quick:
+        m = _quick_matrix(m)
+    return add_features(m, cfg.features) if cfg.features else m
 
 
 def _command_args(cfg: GenConfig) -> str:

@@ -753,7 +753,10 @@ def register_eval(subparsers: argparse._SubParsersAction[argparse.ArgumentParser
     p = subparsers.add_parser("eval", help="evaluation report: LOCUS and routers against baselines")
     add_dataclass_args(p, EvalConfig)
     p.set_defaults(handler=_eval)
+    # `junction eval generalization --out DIR`; plain `junction eval --dataset ...` is unchanged.
+    from training.evaluation.full_evidence import register_full_evidence
     from training.evaluation.generalization import register_generalization
 
-    # `junction eval generalization --out DIR`; plain `junction eval --dataset ...` is unchanged.
-    register_generalization(p.add_subparsers(dest="eval_command", required=False, metavar="REPORT"))
+    reports = p.add_subparsers(dest="eval_command", required=False, metavar="REPORT")
+    register_generalization(reports)
+    register_full_evidence(reports)
