@@ -23,6 +23,7 @@ from training.research.federated import FedBackend
 # name -> module exposing JOB (issue 16's jobs; the LLM-side jobs join here).
 JOBS: dict[str, str] = {
     "avg-reward-q": "training.research.avg_reward_q.job",
+    "flexmerge": "training.research.flexmerge.job",
     "ns-nac": "training.research.ns_nac.job",
     "pretrained-fedavg": "training.research.pretrained_fedavg.job",
     "ravan": "training.research.ravan.job",
