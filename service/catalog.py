@@ -25,7 +25,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.db.engine import Database
 from service.db.models import ApiKeyRow, EvaluationRow, ModelRow, from_blob, to_blob
-from service.errors import Conflict, ModelNotFound, UnprocessableEntity
+from service.db.repositories import model_by_name
+from service.errors import Conflict, UnprocessableEntity
+from service.evaluations.rows import EvalInput, to_orm
 from service.routing.registry import bump_version
 from service.routing.scoring import ModelEmbedder, embedder_id
 from service.state import StateStore
@@ -54,18 +56,6 @@ class ModelSpec:
     input_per_mtok: float
     output_per_mtok: float
     meta: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class EvalInput:
-    score: float
-    query: str | None = None
-    embedding: Sequence[float] | None = None
-    query_id: str | None = None
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None
-    cost_usd: float | None = None
-    category: str | None = None
 
 
 class Catalog:
@@ -172,21 +162,7 @@ class Catalog:
                 await s.flush()
             except IntegrityError:
                 raise Conflict(f"model {spec.name!r} already exists", param="name") from None
-            s.add_all(
-                EvaluationRow(
-                    model_name=spec.name,
-                    key_id=None,
-                    query_id=e.query_id,
-                    query=e.query,
-                    embedding=to_blob(X[i]),
-                    score=float(e.score),
-                    prompt_tokens=e.prompt_tokens,
-                    completion_tokens=e.completion_tokens,
-                    cost_usd=e.cost_usd,
-                    category=e.category,
-                )
-                for i, e in enumerate(evals)
-            )
+            s.add_all(to_orm(e, X[i], model=spec.name) for i, e in enumerate(evals))
             version = await bump_version(s)
             await s.commit()
         await self.publish(version)
@@ -261,12 +237,7 @@ class Catalog:
                 )
             if evidence is not None:
                 s.add_all(
-                    EvaluationRow(
-                        model_name=spec.name,
-                        key_id=None,
-                        embedding=to_blob(np.asarray(x, dtype=np.float32)),
-                        score=float(y),
-                    )
+                    to_orm(EvalInput(score=float(y)), x, model=spec.name)
                     for x, y in zip(evidence[0], evidence[1], strict=True)
                 )
             try:
@@ -287,10 +258,7 @@ class Catalog:
         )
 
     async def get(self, s: AsyncSession, name: str) -> ModelRow:
-        row = (await s.execute(select(ModelRow).where(ModelRow.name == name))).scalar_one_or_none()
-        if row is None:
-            raise ModelNotFound(f"model {name!r} does not exist", param="name")
-        return row
+        return await model_by_name(s, name)
 
     async def update(self, name: str, changes: dict[str, Any]) -> ModelRow:
         async with self.db.session() as s:

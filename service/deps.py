@@ -24,6 +24,8 @@ from service.admin.routers_service import RouterRegistry
 from service.auth import Authenticator, Principal, bearer_token
 from service.catalog import Catalog
 from service.db.engine import Database
+from service.db.repositories import EvaluationRepository, KeyRepository, ModelRepository
+from service.evaluations.serving import EvaluationsServing
 from service.metrics import Metrics
 from service.openai.serving import OpenAIServing
 from service.routing.engine import RoutingEngine
@@ -88,6 +90,30 @@ def get_routers(request: Request) -> RouterRegistry:
     return request.app.state.routers
 
 
+def get_models(db: Annotated[Database, Depends(get_database)]) -> ModelRepository:
+    return ModelRepository(db)
+
+
+def get_keys(db: Annotated[Database, Depends(get_database)]) -> KeyRepository:
+    return KeyRepository(db)
+
+
+def get_evaluation_repo(db: Annotated[Database, Depends(get_database)]) -> EvaluationRepository:
+    return EvaluationRepository(db)
+
+
+def get_evaluations(
+    repo: Annotated[EvaluationRepository, Depends(get_evaluation_repo)],
+    models: Annotated[ModelRepository, Depends(get_models)],
+    catalog: Annotated[Catalog, Depends(get_catalog)],
+    settings: Annotated[Settings, Depends(get_settings)],
+    store: Annotated[StateStore, Depends(get_store)],
+) -> EvaluationsServing:
+    return EvaluationsServing(
+        repo=repo, models=models, catalog=catalog, settings=settings, store=store
+    )
+
+
 def get_status(request: Request) -> dict[str, Any]:
     """The replica's status flags (``ready``, ``db_busy_until``), shared with the middleware."""
     return request.app.state.status
@@ -107,6 +133,11 @@ CatalogDep = Annotated[Catalog, Depends(get_catalog)]
 OpenAIServingDep = Annotated[OpenAIServing, Depends(get_openai)]
 RoutersDep = Annotated[RouterRegistry, Depends(get_routers)]
 StatusDep = Annotated[dict[str, Any], Depends(get_status)]
+# Repositories wrap the one Database: cheap, so built per request (and overridable per test).
+ModelsDep = Annotated[ModelRepository, Depends(get_models)]
+KeysDep = Annotated[KeyRepository, Depends(get_keys)]
+EvaluationRepoDep = Annotated[EvaluationRepository, Depends(get_evaluation_repo)]
+EvaluationsServingDep = Annotated[EvaluationsServing, Depends(get_evaluations)]
 
 
 async def client_principal(

@@ -13,8 +13,9 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from service.catalog import EvalInput, ModelSpec
+from service.catalog import ModelSpec
 from service.errors import Conflict
+from service.evaluations.rows import EvalInput, to_input
 
 if TYPE_CHECKING:
     from service.catalog import Catalog
@@ -59,21 +60,7 @@ async def seed_default_pool(catalog: Catalog, bundle_path: Path | str | None = N
 
 
 def read_live_evaluations(path: Path) -> list[EvalInput]:
-    evals = []
-    for line in path.read_text().splitlines():
-        if line.strip():
-            r = json.loads(line)
-            evals.append(
-                EvalInput(
-                    score=float(r["score"]),
-                    query=r.get("query"),
-                    query_id=r.get("query_id"),
-                    prompt_tokens=r.get("prompt_tokens"),
-                    completion_tokens=r.get("completion_tokens"),
-                    category=r.get("category"),
-                )
-            )
-    return evals
+    return [to_input(json.loads(line)) for line in path.read_text().splitlines() if line.strip()]
 
 
 async def onboard_live_model(

@@ -54,6 +54,22 @@ RULES: dict[str, tuple[str, list[str]]] = {
         [r"EvaluationRow\(\s*$", r"EvaluationPublic\(\s*$", r"EvalRow\(\s*$", r"EvalInput\(\s*$"],
     ),
 }
+# Rules counted per module rather than per function: one module owning a family of conversions
+# (or a file format) is the target, however many functions it splits them into.
+MODULE_RULES: dict[str, list[str]] = {
+    # The gateway's own shapes of an evaluation: wire row -> EvalInput -> ORM row -> public row.
+    "modules mapping the gateway's evaluation types (EvalInput / EvaluationRow / "
+    "EvaluationPublic built field by field)": [
+        r"EvaluationRow\(\s*$",
+        r"EvaluationPublic\(\s*$",
+        r"EvalInput\(\s*$",
+    ],
+    # torch.save / torch.load anywhere, and the two payload keys of the old formats.
+    "modules saving or loading checkpoints (torch.save / torch.load)": [
+        r"torch\.save\(",
+        r"torch\.load\(",
+    ],
+}
 # SQL in route handlers: SQLAlchemy statements or sessions inside a ``routes.py``.
 SQL_IN_ROUTES = (
     r"(?<![.\w])(select|update|delete|insert)\(|\.session\(\)|\bs\.(get|add|execute|delete)\("
@@ -207,6 +223,17 @@ def rule_hits() -> dict[str, list[str]]:
                         f"{rel} {where.get(no, '<module>')}", f"{no}: {line.strip()[:80]}"
                     )
         hits[rule] = [f"{k} (line {v})" for k, v in found.items()]
+    for rule, patterns in MODULE_RULES.items():
+        mods: dict[str, list[str]] = {}
+        for rel, path in sources():
+            text = path.read_text()
+            where = enclosing(ast.parse(text))
+            for no, line in enumerate(text.splitlines(), 1):
+                if any(re.search(p, line.split("#", 1)[0]) for p in patterns):
+                    fn = where.get(no, "<module>")
+                    if fn not in mods.setdefault(rel, []):
+                        mods[rel].append(fn)
+        hits[rule] = [f"{m} ({', '.join(fns)})" for m, fns in mods.items()]
     # The encoder's width as a number in code (docstrings and comments do not count).
     lit = []
     for rel, path in sources():

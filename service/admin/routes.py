@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Annotated
 
 import numpy as np
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
-from sqlalchemy import select, update
 
 from service.admin.protocol import (
     KeyCreate,
@@ -29,12 +27,21 @@ from service.admin.protocol import (
     RoutersPublic,
 )
 from service.admin.serving import portfolio
-from service.auth import hash_key, new_key
-from service.catalog import EvalInput, ModelSpec
-from service.db.models import ApiKeyRow, EvaluationRow, ModelRow, from_blob
-from service.deps import CatalogDep, DatabaseDep, EngineDep, LocusDep, RoutersDep, admin_principal
-from service.errors import InvalidRequest, ModelNotFound, NotFound, UnprocessableEntity
-from service.routing.registry import bump_version
+from service.auth import new_key
+from service.catalog import ModelSpec
+from service.db.models import ApiKeyRow, ModelRow, from_blob
+from service.deps import (
+    CatalogDep,
+    DatabaseDep,
+    EngineDep,
+    KeysDep,
+    LocusDep,
+    ModelsDep,
+    RoutersDep,
+    admin_principal,
+)
+from service.errors import InvalidRequest, ModelNotFound, UnprocessableEntity
+from service.evaluations.rows import to_input
 from training.selection import distances_to
 from training.selection import neighbours as nearest
 
@@ -75,27 +82,14 @@ async def create_model(body: ModelCreate, catalog: CatalogDep, engine: EngineDep
         output_per_mtok=body.pricing.output_per_mtok,
         meta={"dataset": b.dataset} if b.dataset else {},
     )
-    evals = [
-        EvalInput(
-            score=e.score,
-            query=e.query,
-            embedding=e.embedding,
-            query_id=e.query_id,
-            prompt_tokens=e.prompt_tokens,
-            completion_tokens=e.completion_tokens,
-            category=e.category,
-        )
-        for e in body.evaluations
-    ]
-    row = await catalog.register(spec, evals)
+    row = await catalog.register(spec, [to_input(e) for e in body.evaluations])
     pool = engine.pool
     return model_public(row, version=pool.version, routable=pool.get(row.name) is not None)
 
 
 @router.get("/models")
-async def list_models(db: DatabaseDep) -> ModelsPublic:
-    async with db.session() as s:
-        rows = (await s.execute(select(ModelRow).order_by(ModelRow.name))).scalars().all()
+async def list_models(models: ModelsDep) -> ModelsPublic:
+    rows = await models.list_all()
     return ModelsPublic(data=[model_public(r) for r in rows], count=len(rows))
 
 
@@ -125,9 +119,8 @@ async def neighbors(
 
 
 @router.get("/models/{name:path}")
-async def get_model(name: str, catalog: CatalogDep, db: DatabaseDep) -> ModelPublic:
-    async with db.session() as s:
-        return model_public(await catalog.get(s, name))
+async def get_model(name: str, models: ModelsDep) -> ModelPublic:
+    return model_public(await models.get(name))
 
 
 @router.patch("/models/{name:path}")
@@ -185,29 +178,22 @@ def key_public(row: ApiKeyRow) -> KeyPublic:
 
 
 @router.post("/keys", status_code=201)
-async def create_key(body: KeyCreate, db: DatabaseDep) -> KeyCreated:
+async def create_key(body: KeyCreate, keys: KeysDep) -> KeyCreated:
     key = new_key()
-    row = ApiKeyRow(
+    row = await keys.create(
         name=body.name,
-        prefix=key[:8],
-        key_hash=hash_key(key),
+        key=key,
         requests_per_minute=body.requests_per_minute,
         tokens_per_minute=body.tokens_per_minute,
         budget_usd=body.budget_usd,
-        spent_usd=0.0,
         trusted=body.trusted,
     )
-    async with db.session() as s:
-        s.add(row)
-        await s.commit()
     return KeyCreated(**key_public(row).model_dump(), key=key)
 
 
 @router.get("/keys")
-async def list_keys(db: DatabaseDep) -> KeysPublic:
-    async with db.session() as s:
-        rows = (await s.execute(select(ApiKeyRow).order_by(ApiKeyRow.id))).scalars().all()
-    return KeysPublic(data=[key_public(r) for r in rows])
+async def list_keys(keys: KeysDep) -> KeysPublic:
+    return KeysPublic(data=[key_public(r) for r in await keys.list_all()])
 
 
 @router.patch("/keys/{key_id}")
@@ -215,45 +201,19 @@ async def update_key(
     key_id: Annotated[int, Path(ge=1, le=2**31 - 1)],
     body: KeyUpdate,
     catalog: CatalogDep,
-    db: DatabaseDep,
+    keys: KeysDep,
 ) -> KeyPublic:
     """Trust or distrust a key's evaluation rows; the models they cover are re-embedded."""
-    async with db.session() as s:
-        row = await s.get(ApiKeyRow, key_id)
-        if row is None:
-            raise NotFound(f"no key with id {key_id}")
-        changed = bool(row.trusted) != body.trusted
-        row.trusted = body.trusted
-        models = sorted(
-            set(
-                (
-                    await s.execute(
-                        select(EvaluationRow.model_name).where(EvaluationRow.key_id == key_id)
-                    )
-                ).scalars()
-            )
-        )
-        version = await bump_version(s)  # cached principals carry the flag: drop them
-        await s.commit()
-    await catalog.publish(version)
+    row, changed, models, version = await keys.set_trusted(key_id=key_id, trusted=body.trusted)
+    await catalog.publish(version)  # cached principals carry the flag: drop them
     if changed and models:
         await catalog.refresh_embeddings(models)
     return key_public(row)
 
 
 @router.delete("/keys/{key_id}", status_code=204)
-async def revoke_key(key_id: int, catalog: CatalogDep, db: DatabaseDep) -> Response:
-    async with db.session() as s:
-        res = await s.execute(
-            update(ApiKeyRow)
-            .where(ApiKeyRow.id == key_id, ApiKeyRow.revoked_at.is_(None))
-            .values(revoked_at=datetime.now(UTC))
-        )
-        if res.rowcount == 0:  # type: ignore[attr-defined]
-            raise NotFound(f"no active key with id {key_id}")
-        version = await bump_version(s)
-        await s.commit()
-    await catalog.publish(version)
+async def revoke_key(key_id: int, catalog: CatalogDep, keys: KeysDep) -> Response:
+    await catalog.publish(await keys.revoke(key_id=key_id))
     return Response(status_code=204)
 
 
