@@ -21,6 +21,7 @@ from torch import nn
 
 from budget_controller.config import PolicyConfig
 from budget_controller.features import NUM_SCALARS, FeatureSpec
+from training.checkpoint import load_checkpoint, save_checkpoint
 
 
 class BudgetPolicy(nn.Module):
@@ -46,26 +47,21 @@ class BudgetPolicy(nn.Module):
         z = torch.tanh(self.proj(emb)).flatten(1)
         return self.mlp(torch.cat([z, scal], dim=1))  # [N, K]
 
-    # --- checkpoints: {kind, config, spec, state_dict, step, metrics}
+    # --- checkpoints: training.checkpoint's format, kind "tab_policy", plus the feature spec
     def save(self, path: Path, *, spec: FeatureSpec, step: int, metrics: dict[str, Any]) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(
-            {
-                "kind": "tab_policy",
-                "config": dataclasses.asdict(self.cfg),
-                "spec": spec.to_dict(),
-                "state_dict": {k: v.detach().clone() for k, v in self.state_dict().items()},
-                "step": step,
-                "metrics": metrics,
-            },
+        save_checkpoint(
             path,
+            kind="tab_policy",
+            config=dataclasses.asdict(self.cfg),
+            state_dict={k: v.detach().clone() for k, v in self.state_dict().items()},
+            step=step,
+            metrics=metrics,
+            spec=spec.to_dict(),
         )
 
     @classmethod
     def from_checkpoint(cls, path: Path | str) -> tuple[BudgetPolicy, FeatureSpec, dict[str, Any]]:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        if ckpt.get("kind") != "tab_policy":
-            raise ValueError(f"{path} is not a TAB policy checkpoint (kind={ckpt.get('kind')!r})")
+        ckpt = load_checkpoint(path, kind="tab_policy", what="a TAB policy checkpoint")
         policy = cls(PolicyConfig(**ckpt["config"]))
         policy.load_state_dict(ckpt["state_dict"])
         policy.eval()

@@ -1,7 +1,7 @@
 """Uploaded router artifacts: stored in the database, loaded once per content hash.
 
-A router artifact is a self-describing checkpoint (``{"kind", "config", "state_dict", ...}``)
-from ``training.routers``; ``training.routers.base.load_router(path)`` rebuilds it. Each router
+A router artifact is a self-describing checkpoint (``training.checkpoint``'s format) from
+``training.routers``; ``training.routers.load_router`` rebuilds it from the bytes. Each router
 name has at most one active version; active routers are offered by name (``routing.router``)
 for the models they were trained on. LOCUS stays the default: it scores every registered model.
 """
@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import io
 import logging
-import tempfile
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select, update
@@ -29,13 +26,13 @@ log = logging.getLogger(__name__)
 
 def artifact_kind(data: bytes) -> str:
     """The checkpoint's ``kind``; 422 when the bytes are not a self-describing checkpoint."""
-    import torch
+    from training.checkpoint import load_checkpoint
 
     try:
-        ckpt = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise UnprocessableEntity(f"not a router checkpoint: {type(exc).__name__}") from None
-    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("kind"), str):
+        ckpt = load_checkpoint(data)
+    except ValueError as exc:
+        raise UnprocessableEntity(f"not a router checkpoint: {exc}") from None
+    if not isinstance(ckpt.get("kind"), str):
         raise UnprocessableEntity("a router checkpoint is a dict with a string 'kind'")
     return str(ckpt["kind"])
 
@@ -45,10 +42,7 @@ def load_router_bytes(data: bytes) -> Any:
         from training.routers.base import load_router
     except ImportError as exc:
         raise UnprocessableEntity(f"router loading is not available: {exc}") from None
-    with tempfile.TemporaryDirectory() as d:
-        path = Path(d) / "router.pt"
-        path.write_bytes(data)
-        return load_router(path)
+    return load_router(data)
 
 
 class RouterRegistry:

@@ -1,7 +1,7 @@
 """Inference with a trained LOCUS model: embed a model from its evaluations, score queries.
 
-Checkpoints describe themselves: ``{"kind": "locus", "config", "state_dict", "step", "metrics",
-"routing"}`` (``routing``: the routing method and parameters the gateway uses with it);
+Checkpoints are ``training.checkpoint``'s one format with ``kind`` "locus" and one extra,
+``routing`` (the routing method and parameters the gateway uses with it);
 :meth:`LocusEmbedder.from_checkpoint` rebuilds the :class:`LocusConfig` first, then the one
 :class:`LocusModel` class that training also uses.
 
@@ -24,6 +24,7 @@ import numpy.typing as npt
 import torch
 from torch import Tensor
 
+from training.checkpoint import load_checkpoint, save_checkpoint
 from training.locus.config import LocusConfig
 from training.locus.model import CorrectnessPredictor, LocusModel
 
@@ -97,9 +98,7 @@ class LocusEmbedder:
 
     @classmethod
     def from_checkpoint(cls, path: str | Path) -> LocusEmbedder:
-        ckpt: dict[str, Any] = torch.load(Path(path), map_location="cpu", weights_only=True)
-        if ckpt.get("kind") != CHECKPOINT_KIND:
-            raise ValueError(f"{path} is not a LOCUS checkpoint (kind={ckpt.get('kind')!r})")
+        ckpt = load_checkpoint(path, kind=CHECKPOINT_KIND, what="a LOCUS checkpoint")
         cfg = LocusConfig(**ckpt["config"])
         model = LocusModel(cfg)
         model.load_state_dict(ckpt["state_dict"])
@@ -111,20 +110,15 @@ class LocusEmbedder:
         )
 
     def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(
-            {
-                "kind": CHECKPOINT_KIND,
-                "config": asdict(self.config),
-                "state_dict": self.model.state_dict(),
-                "step": self.step,
-                "metrics": self.metrics,
-                "routing": self.routing,
-            },
+        return save_checkpoint(
             path,
+            kind=CHECKPOINT_KIND,
+            config=asdict(self.config),
+            state_dict=self.model.state_dict(),
+            step=self.step,
+            metrics=self.metrics,
+            routing=self.routing,
         )
-        return path
 
     @torch.inference_mode()
     def embed(self, X: npt.ArrayLike, y: npt.ArrayLike) -> Array:

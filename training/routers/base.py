@@ -20,7 +20,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
-import torch
+
+from training.checkpoint import load_checkpoint
 
 Array = npt.NDArray[np.float32]
 
@@ -56,7 +57,8 @@ def predict_for(router: Router, X: Array, models: Sequence[str]) -> RouterOutput
     return RouterOutput(out.p_correct[:, cols], out.cost_usd[:, cols])
 
 
-# Checkpoints are {"kind", "config", "state", "metrics"}; kind names a class in this registry.
+# Checkpoints are training.checkpoint's format; ``kind`` names a class in this registry and
+# ``state_dict`` holds the router's learned tables.
 ROUTERS: dict[str, str] = {
     "mlp": "training.routers.mlp:MLPRouter",
     "kmeans": "training.routers.kmeans:KMeansRouter",
@@ -72,18 +74,12 @@ def get_router_class(kind: str) -> Any:
     return getattr(importlib.import_module(module), cls)
 
 
-def save_checkpoint(
-    path: str | Path, kind: str, config: dict[str, Any], state: Any, metrics: dict[str, float]
-) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"kind": kind, "config": config, "state": state, "metrics": metrics}, path)
-    return path
-
-
-def load_router(path: str | Path) -> Any:
-    """Rebuild any saved router from its checkpoint (dispatch on ``kind``)."""
-    ckpt: dict[str, Any] = torch.load(Path(path), map_location="cpu", weights_only=True)
+def load_router(path: str | Path | bytes) -> Any:
+    """Rebuild any saved router from its checkpoint file or bytes (dispatch on ``kind``)."""
+    ckpt = load_checkpoint(path)
     if "kind" not in ckpt:
-        raise ValueError(f"{path} is not a router checkpoint (no 'kind')")
+        raise ValueError(
+            f"{'<bytes>' if isinstance(path, bytes) else path} is not a router "
+            "checkpoint (no 'kind')"
+        )
     return get_router_class(str(ckpt["kind"])).from_checkpoint_dict(ckpt)

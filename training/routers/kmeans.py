@@ -26,8 +26,9 @@ import numpy as np
 import numpy.typing as npt
 from sklearn.cluster import KMeans
 
+from training.checkpoint import save_checkpoint
 from training.data.matrix import EvalMatrix
-from training.routers.base import RouterOutput, save_checkpoint
+from training.routers.base import RouterOutput
 
 Array = npt.NDArray[np.float32]
 
@@ -142,11 +143,13 @@ class KMeansRouter:
             "cost": self.cost.tolist(),
             "counts": self.counts.tolist(),
         }
-        return save_checkpoint(path, "kmeans", asdict(self.cfg), state, self.metrics)
+        return save_checkpoint(
+            path, kind="kmeans", config=asdict(self.cfg), state_dict=state, metrics=self.metrics
+        )
 
     @classmethod
     def from_checkpoint_dict(cls, ckpt: dict[str, Any]) -> KMeansRouter:
-        s = ckpt["state"]
+        s = ckpt["state_dict"]
         router = cls(
             KMeansConfig(**ckpt["config"]),
             list(s["models"]),

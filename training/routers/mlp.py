@@ -36,8 +36,9 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from training.checkpoint import save_checkpoint
 from training.data.matrix import EvalMatrix
-from training.routers.base import RouterOutput, save_checkpoint
+from training.routers.base import RouterOutput
 
 Array = npt.NDArray[np.float32]
 
@@ -225,12 +226,14 @@ class MLPRouter:
             "cost_sigma": self.cost_sigma,
             "unlogged": list(self.unlogged),
         }
-        return save_checkpoint(path, "mlp", asdict(self.cfg), state, self.metrics)
+        return save_checkpoint(
+            path, kind="mlp", config=asdict(self.cfg), state_dict=state, metrics=self.metrics
+        )
 
     @classmethod
     def from_checkpoint_dict(cls, ckpt: dict[str, Any]) -> MLPRouter:
         cfg = MLPConfig(**ckpt["config"])
-        state = ckpt["state"]
+        state = ckpt["state_dict"]
         net = MLPRouterNet(cfg, len(state["models"]))
         net.load_state_dict(state["net"])
         router = cls(
