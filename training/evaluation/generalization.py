@@ -54,11 +54,18 @@ from training.data import EvalMatrix, load_matrix
 from training.evaluation import metrics as mt
 from training.routers.locus_kr import (
     Evidence,
+    KRParams,
+    apply_calibration,
+    calibrate_prior,
+    decide_dnh,
+    evidence_weight,
     global_offset,
     kernel_residual,
     penalise,
+    prediction_sd,
     sorted_neighbours,
     unit,
+    utility_default,
 )
 
 log = logging.getLogger(__name__)
@@ -83,6 +90,16 @@ MARGINS = (0.0, 0.02, 0.05, 0.1, 0.15, 1.0)
 # blend_kr: prior = (1 - w) * LOCUS + w * MF (the model's MF embedding fitted on its own k
 # evaluations), then the same global offset and kernel residual; w = 0 is LOCUS-KR
 BLEND_W = (0.25, 0.5, 0.75, 1.0)
+# dnh (do no harm with uncertainty, ``locus_kr.decide_dnh``): LOCUS-KR's prediction, a default
+# that follows lambda (best evidence mean - lambda x mean cost) and a gain needed of gamma standard
+# errors (``locus_kr.prediction_sd``) plus a margin; chosen on validation by lambda-0 accuracy
+# ("dnh") or by frontier AUC over the common cost range ("dnh_auc")
+DNH_GAMMA = (0.0, 0.025, 0.05, 0.1, 0.2, 0.4)
+DNH_MARGINS = (0.0, 0.02)
+VAL_LAMBDAS = mt.LAMBDAS[::4]  # the validation frontier (25 of the 100 test lambdas)
+# cal_kr: the LOCUS prior calibrated per model, sigmoid(a logit q + b) fitted on its own k
+# evaluations with penalty strength c ((a - 1)^2 + b^2), then the same offset and kernel residual
+CAL_STRENGTH = (3.0, 30.0)
 MF_FIT_STEPS = 150  # Adam steps fitting a new model's MF embedding (predictor frozen)
 METHOD = "locus_kr"  # the method the gateway serves
 
@@ -326,6 +343,7 @@ class ModelPred:
     cost: Array  # [Q] predicted cost (shared by every method)
     mean: float  # mean score of its evidence
     mean_cost: float
+    sd: dict[str, Array] = field(default_factory=dict)  # locus_kr config key -> [Q] std error
 
 
 def _kr_keys() -> list[tuple[int, float, float, float]]:
@@ -334,6 +352,14 @@ def _kr_keys() -> list[tuple[int, float, float, float]]:
 
 def _kr_name(prefix: str, c: tuple[int, float, float, float]) -> str:
     return f"{prefix}|k={c[0]},beta={c[1]},alpha={c[2]},alpha_g={c[3]}"
+
+
+def _cal_keys() -> list[tuple[float, int, float, float, float]]:
+    return [(c, *kr) for c in CAL_STRENGTH for kr in _kr_keys()]
+
+
+def _cal_name(c: tuple[float, int, float, float, float]) -> str:
+    return f"cal_kr|c={c[0]},k={c[1]},beta={c[2]},alpha={c[3]},alpha_g={c[4]}"
 
 
 def _blend_keys() -> list[tuple[float, int, float, float, float]]:
@@ -387,12 +413,39 @@ def predict_model(
         out[f"ridge|{lam}"] = _ridge(X_ev, y_ev, Xq, lam)
     ev_l = Evidence.build(X_ev, y_ev, q_own)
     ev_c = Evidence.build(X_ev, y_ev, np.full(len(y_ev), mean))
+    sd: dict[str, Array] = {}
     for prefix, ev, prior in (("locus_kr", ev_l, q_l), ("mean_kr", ev_c, out["best_avg"])):
         for c in pick(prefix, _kr_keys()):
             k, beta, alpha, alpha_g = c
             g = global_offset(ev.resid, alpha_g)
             r = kernel_residual(nn_idx, nn_sim, ev.resid - g, k=k, beta=beta, alpha=alpha)
-            out[_kr_name(prefix, tuple(c))] = np.clip(prior + g + r, 0.01, 0.99)
+            name = _kr_name(prefix, tuple(c))
+            out[name] = np.clip(prior + g + r, 0.01, 0.99)
+            if prefix == "locus_kr":
+                W = evidence_weight(nn_sim, k, beta)
+                sd[name] = prediction_sd(out[name], ev.n, W, KRParams(k, beta, alpha, alpha_g))
+    if configs is not None:  # the dnh methods' own LOCUS-KR configs (chosen apart from locus_kr)
+        for key in ("dnh", "dnh_auc"):
+            k, beta, alpha, alpha_g = configs[key][:4]
+            name = _kr_name("locus_kr", (k, beta, alpha, alpha_g))
+            if name not in out:
+                g = global_offset(ev_l.resid, alpha_g)
+                r = kernel_residual(nn_idx, nn_sim, ev_l.resid - g, k=k, beta=beta, alpha=alpha)
+                out[name] = np.clip(q_l + g + r, 0.01, 0.99)
+            if name not in sd:
+                W = evidence_weight(nn_sim, k, beta)
+                sd[name] = prediction_sd(out[name], ev_l.n, W, KRParams(k, beta, alpha, alpha_g))
+    cal_cache: dict[float, tuple[Array, Array]] = {}
+    for c5 in pick("cal_kr", _cal_keys()):
+        strength, k, beta, alpha, alpha_g = c5
+        if strength not in cal_cache:
+            a, b = calibrate_prior(q_own, y_ev, strength)
+            cal_cache[strength] = (apply_calibration(q_l, a, b), apply_calibration(q_own, a, b))
+        cq, cq_own = cal_cache[strength]
+        resid = y_ev - cq_own
+        g = global_offset(resid, alpha_g)
+        r = kernel_residual(nn_idx, nn_sim, resid - g, k=int(k), beta=beta, alpha=alpha)
+        out[_cal_name(tuple(c5))] = np.clip(cq + g + r, 0.01, 0.99).astype(np.float32)
     for c5 in pick("blend_kr", _blend_keys()):
         w, k, beta, alpha, alpha_g = c5
         prior_q = (1 - w) * q_l + w * out["mf"]
@@ -404,7 +457,7 @@ def predict_model(
     # members so the only choice left is the do-no-harm margin
     ens = [q_l, out["mf"], y_ev[nn_idx[:, :50]].mean(1), _ridge(X_ev, y_ev, Xq, 30.0)]
     out["ens"] = np.mean(ens, axis=0).astype(np.float32)
-    return ModelPred(out, cost.astype(np.float32), mean, float(c_ev.mean()))
+    return ModelPred(out, cost.astype(np.float32), mean, float(c_ev.mean()), sd)
 
 
 def _ridge(X: Array, y: Array, Xq: Array, lam: float) -> Array:
@@ -464,6 +517,8 @@ class FoldPreds:
 
     held: dict[tuple[int, int], list[ModelPred]]
     seen: list[ModelPred]
+    q_truth: Array = field(default_factory=lambda: np.zeros((0, 0), dtype=np.float32))
+    q_cost: Array = field(default_factory=lambda: np.zeros((0, 0), dtype=np.float32))
 
 
 def fold_predictions(
@@ -503,7 +558,7 @@ def fold_predictions(
             predict_model(m, fold, j, rows, q_rows, Xq_unit, mf_z=mf.embeddings[i],
                           configs=configs)
         )  # fmt: skip
-    return FoldPreds(held, seen)
+    return FoldPreds(held, seen, m.scores[q_rows], m.cost_usd[q_rows])
 
 
 def hash_name(name: str) -> int:
@@ -524,7 +579,7 @@ def validation_scores(m: EvalMatrix, fold: Fold, fp: FoldPreds) -> dict[str, flo
     truth = m.scores[fold.val_rows]
     sums: dict[str, list[float]] = {}
     for (_k, _d), held in fp.held.items():
-        for pool, with_seen in _pools(fold).items():
+        for _pool, with_seen in _pools(fold).items():
             preds = held + (fp.seen if with_seen else [])
             cols = fold.held + (fold.seen if with_seen else [])
             T = truth[:, cols]
@@ -532,13 +587,54 @@ def validation_scores(m: EvalMatrix, fold: Fold, fp: FoldPreds) -> dict[str, flo
             zero = np.zeros((len(T), len(cols)), dtype=np.float32)
             for key in _method_keys(preds):
                 P = np.stack([p.p[key] for p in preds], 1)
-                kr_family = key.split("|")[0] in ("locus_kr", "mean_kr", "blend_kr", "ens")
+                kr_family = key.split("|")[0] in (
+                    "locus_kr", "mean_kr", "blend_kr", "ens", "cal_kr"
+                )  # fmt: skip
                 margins = MARGINS if kr_family else (0.0,)
                 for mg in margins:
                     ch = method_choice(P, zero, means, 0.0, mg)
                     sums.setdefault(f"{key}@{mg}", []).append(route_acc(ch, T))
-            del pool
+            dnh_validation(fp, preds, cols, sums)
     return {k: float(np.mean(v)) for k, v in sums.items()}
+
+
+def dnh_validation(
+    fp: FoldPreds, preds: list[ModelPred], cols: list[int], sums: dict[str, list[float]]
+) -> None:
+    """Validation figures of every dnh config (LOCUS-KR config x gamma x margin): lambda-0
+    routing accuracy under "dnh|...@margin" and frontier AUC over the pool's common cost range
+    (``VAL_LAMBDAS``) under "dnhauc|...@margin"; and the served rule's frontier AUC (fixed
+    best-average default and margin) under "krauc|...@margin", to compare the two on validation."""
+    T, Cq = fp.q_truth[:, cols], fp.q_cost[:, cols]
+    lo, hi = mt.pool_cost_range(Cq)
+    means = np.array([p.mean for p in preds])
+    mcost = np.array([p.mean_cost for p in preds])
+    C = np.stack([p.cost for p in preds], 1)
+    zero = np.zeros_like(C)
+    d0 = utility_default(means, mcost, 0.0)
+    defaults = [utility_default(means, mcost, float(lam)) for lam in VAL_LAMBDAS]
+
+    def auc(choices: list[IntArray]) -> float:
+        pts = [mt.realised(ch, T, Cq) for ch in choices]
+        fa, fc = np.array([a for a, _ in pts]), np.array([c for _, c in pts])
+        return mt.common_range_auc(fc, fa, lo, hi)
+
+    for key in preds[0].sd:
+        P = np.stack([p.p[key] for p in preds], 1)
+        S = np.stack([p.sd[key] for p in preds], 1)
+        body = key.split("|")[1]
+        for gamma, mg in itertools.product(DNH_GAMMA, DNH_MARGINS):
+            name = f"{body},gamma={gamma}@{mg}"
+            ch0 = decide_dnh(P, S, zero, 0.0, d0, gamma, mg)
+            sums.setdefault(f"dnh|{name}", []).append(route_acc(ch0, T))
+            ch = [
+                decide_dnh(P, S, C, float(lam), d, gamma, mg)
+                for lam, d in zip(VAL_LAMBDAS, defaults, strict=True)
+            ]
+            sums.setdefault(f"dnhauc|{name}", []).append(auc(ch))
+        for mg in MARGINS:
+            ch = [method_choice(P, C, means, float(lam), mg) for lam in VAL_LAMBDAS]
+            sums.setdefault(f"krauc|{body}@{mg}", []).append(auc(ch))
 
 
 def select_configs(val: dict[str, dict[str, float]], fold: str) -> dict[str, Any]:
@@ -569,6 +665,8 @@ def select_configs(val: dict[str, dict[str, float]], fold: str) -> dict[str, Any
         out[f"{prefix}_val"] = score
         # the same predictor without the do-no-harm default (ablation)
         out[f"{prefix}_nomargin_val"] = mean[f"{key.split('@')[0]}@0.0"]
+        if prefix == "locus_kr" and f"krauc|{body}@{mg}" in mean:  # its validation frontier
+            out["locus_kr_val_auc"] = mean[f"krauc|{body}@{mg}"]
     if any(k.startswith("blend_kr|") for k in keys):
         key, score = best("blend_kr")
         body, mg = key.split("|")[1].split("@")
@@ -577,6 +675,25 @@ def select_configs(val: dict[str, dict[str, float]], fold: str) -> dict[str, Any
                            float(vals["alpha"]), float(vals["alpha_g"]))  # fmt: skip
         out["blend_kr_margin"] = float(mg)
         out["blend_kr_val"] = score
+    for prefix, name in (("dnh", "dnh"), ("dnhauc", "dnh_auc")):
+        if any(k.startswith(prefix + "|") for k in keys):
+            key, score = best(prefix)
+            body, mg = key.split("|")[1].split("@")
+            vals = dict(kv.split("=") for kv in body.split(","))
+            out[name] = (int(vals["k"]), float(vals["beta"]), float(vals["alpha"]),
+                         float(vals["alpha_g"]), float(vals["gamma"]))  # fmt: skip
+            out[f"{name}_margin"] = float(mg)
+            out[f"{name}_val"] = score
+            other = "dnhauc" if prefix == "dnh" else "dnh"  # its figure on the other criterion
+            out[f"{name}_val_{'auc' if prefix == 'dnh' else 'acc'}"] = mean[f"{other}|{body}@{mg}"]
+    if any(k.startswith("cal_kr|") for k in keys):
+        key, score = best("cal_kr")
+        body, mg = key.split("|")[1].split("@")
+        vals = dict(kv.split("=") for kv in body.split(","))
+        out["cal_kr"] = (float(vals["c"]), int(vals["k"]), float(vals["beta"]),
+                         float(vals["alpha"]), float(vals["alpha_g"]))  # fmt: skip
+        out["cal_kr_margin"] = float(mg)
+        out["cal_kr_val"] = score
     if any(k.startswith("ens@") for k in keys):
         key, score = best("ens")
         out["ens_margin"] = float(key.split("@")[1])
@@ -614,12 +731,30 @@ def test_metrics(
         "mean_kr": (mk, configs["mean_kr_margin"]),
         "blend_kr": (_blend_name(configs["blend_kr"]), configs["blend_kr_margin"]),
         "ens": ("ens", configs.get("ens_margin", 0.0)),
+        "cal_kr": (_cal_name(configs["cal_kr"]), configs["cal_kr_margin"]),
+        "dnh": (_kr_name("locus_kr", configs["dnh"][:4]), configs["dnh_margin"]),
+        "dnh_auc": (_kr_name("locus_kr", configs["dnh_auc"][:4]), configs["dnh_auc_margin"]),
+        "avg_lam": ("best_avg", 0.0),
         "locus": ("locus", 0.0),
         "mf": ("mf", 0.0),
         "knn": (f"knn|{configs['knn']}", 0.0),
         "ridge": (f"ridge|{configs['ridge']}", 0.0),
         "best_avg": ("best_avg", 0.0),
     }
+    gammas = {"dnh": configs["dnh"][4], "dnh_auc": configs["dnh_auc"][4]}
+
+    def choice(name: str, key: str, mg: float, preds: list[ModelPred], P: Array, C: Array,
+               lam: float) -> IntArray:  # fmt: skip
+        means = np.array([p.mean for p in preds])
+        mcost = np.array([p.mean_cost for p in preds])
+        if name in gammas:
+            S = np.stack([p.sd[key] for p in preds], 1)
+            d = utility_default(means, mcost, lam)
+            return decide_dnh(P, S, C, lam, d, gammas[name], mg)
+        if name == "avg_lam":  # the best-supported single model at this lambda, every query
+            return np.full(len(P), utility_default(means, mcost, lam), dtype=np.int64)
+        return method_choice(P, C, means, lam, mg)
+
     train_acc = {j: float(np.nanmean(m.scores[fold.train_rows, j])) for j in fold.held}
     out: dict[str, Any] = {}
     for (k, d), held in fp.held.items():
@@ -627,7 +762,7 @@ def test_metrics(
         # correctness prediction on the held-out models' test cells
         Th = truth[:, fold.held]
         for name, (key, _) in methods.items():
-            if name in ("locus_kr_nomargin",):
+            if name in ("locus_kr_nomargin", "avg_lam"):
                 continue
             P = np.stack([p.p[key] for p in held], 1)
             entry["correctness"][name] = {
@@ -639,7 +774,6 @@ def test_metrics(
             preds = held + (fp.seen if with_seen else [])
             cols = fold.held + (fold.seen if with_seen else [])
             T, Cq = truth[:, cols], tcost[:, cols]
-            means = np.array([p.mean for p in preds])
             C = np.stack([p.cost for p in preds], 1)
             lo, hi = mt.pool_cost_range(Cq)
             singles_c = np.nanmean(Cq, 0)
@@ -656,9 +790,9 @@ def test_metrics(
             }
             for name, (key, mg) in methods.items():
                 P = np.stack([p.p[key] for p in preds], 1)
-                ch0 = method_choice(P, np.zeros_like(P), means, 0.0, mg)
+                ch0 = choice(name, key, mg, preds, P, np.zeros_like(P), 0.0)
                 pts = [
-                    mt.realised(method_choice(P, C, means, float(lam), mg), T, Cq)
+                    mt.realised(choice(name, key, mg, preds, P, C, float(lam)), T, Cq)
                     for lam in mt.LAMBDAS
                 ]
                 fa, fc = np.array([a for a, _ in pts]), np.array([c for _, c in pts])
@@ -685,9 +819,13 @@ def test_metrics(
                 pair = f"{m.models[fold.held[s_i]]} / {m.models[fold.held[w_i]]}"
                 res = {}
                 for name, (key, _) in methods.items():
-                    if name == "locus_kr_nomargin":
+                    if name in ("locus_kr_nomargin", "avg_lam"):
                         continue
                     s = held[s_i].p[key] - held[w_i].p[key]
+                    if name in gammas:  # the uncertain side of the gain goes to the default
+                        sign = 1.0 if held[s_i].mean >= held[w_i].mean else -1.0
+                        sd2 = held[s_i].sd[key] ** 2 + held[w_i].sd[key] ** 2
+                        s = s + sign * gammas[name] * np.sqrt(sd2)
                     res[name] = apgr(s, truth[:, fold.held[s_i]], truth[:, fold.held[w_i]],
                                      seed + k + d)  # fmt: skip
                 entry["pairs"][pair] = res

@@ -176,3 +176,89 @@ def penalise(p: Array, means: npt.ArrayLike, margin: float) -> Array:
 def default_model(means: npt.ArrayLike) -> int:
     """The best-supported model: the one whose evaluations score highest (the best-average pick)."""
     return int(np.argmax(np.asarray(means)))
+
+
+# --------------------------------------------------------------------------------------------
+# do no harm with uncertainty (issue 9 lever; measured by ``junction eval generalization``, not
+# served): leave the best-supported model only for a gain larger than its uncertainty
+
+
+def evidence_weight(nn_sim: Array, k: int, beta: float) -> Array:
+    """W(x) [B]: the kernel weight sum exp(beta (cos - 1)) over each query's k nearest evaluations
+    (``nn_sim`` by decreasing similarity) -- how much of the model's evidence lies near x."""
+    if k <= 0 or nn_sim.shape[1] == 0:
+        return np.zeros(nn_sim.shape[0], dtype=np.float32)
+    return np.exp(beta * (nn_sim[:, :k] - 1.0)).sum(1).astype(np.float32)
+
+
+def prediction_sd(p: npt.ArrayLike, n: int, weight: npt.ArrayLike, params: KRParams) -> Array:
+    """The standard error of a LOCUS-KR prediction, read off the method's own pseudo-counts.
+
+    The global offset is a mean of n residuals shrunk by alpha_g pseudo-observations, the kernel
+    residual a weighted mean of weight W(x) shrunk by alpha: as Gaussian posteriors with Bernoulli
+    noise p (1 - p) their variances are p (1 - p) / (n + alpha_g) and p (1 - p) / (W(x) + alpha).
+    Few evaluations (n) or a query far from all of them (W) leave the prediction uncertain.
+    """
+    pa = np.clip(np.asarray(p, dtype=np.float64), *P_CLIP)
+    w = np.asarray(weight, dtype=np.float64)
+    var = pa * (1 - pa) * (1.0 / (n + params.alpha_g) + 1.0 / (w + max(params.alpha, 1e-6)))
+    return np.sqrt(var).astype(np.float32)
+
+
+def utility_default(means: npt.ArrayLike, mean_costs: npt.ArrayLike, lam: float) -> int:
+    """The best-supported model at this lambda: highest evidence mean minus lambda x mean cost
+    (at lambda 0 the best-average pick; along lambda it walks the single models' hull)."""
+    u = np.asarray(means, dtype=np.float64) - lam * np.asarray(mean_costs, dtype=np.float64)
+    return int(np.argmax(u))
+
+
+def decide_dnh(
+    p: npt.ArrayLike,
+    sd: npt.ArrayLike,
+    cost: npt.ArrayLike,
+    lam: float,
+    default: int,
+    gamma: float,
+    margin: float = 0.0,
+) -> npt.NDArray[np.int64]:
+    """Do no harm: per query, the model whose utility gain over ``default`` minus gamma standard
+    errors of that gain (sqrt(sd_m^2 + sd_default^2)) and ``margin`` is largest, if positive;
+    otherwise ``default``. gamma = margin = 0 is argmax p - lam * cost."""
+    P, S = np.asarray(p, dtype=np.float64), np.asarray(sd, dtype=np.float64)
+    util = P - lam * np.asarray(cost, dtype=np.float64)
+    gain = util - util[:, [default]]
+    lcb = gain - gamma * np.sqrt(S**2 + S[:, [default]] ** 2) - margin
+    lcb[:, default] = 0.0
+    best = lcb.argmax(axis=1)
+    rows = np.arange(len(best))
+    return np.where(lcb[rows, best] > 0.0, best, default).astype(np.int64)
+
+
+def calibrate_prior(
+    q_own: npt.ArrayLike, y: npt.ArrayLike, strength: float, iters: int = 25
+) -> tuple[float, float]:
+    """Per-model calibration of the prior: (a, b) of sigmoid(a logit q + b) fitted to the model's
+    own evaluations by Newton's method, with a Gaussian penalty strength ((a - 1)^2 + b^2) that
+    keeps it at the identity when evidence is scarce."""
+    qa = np.clip(np.asarray(q_own, dtype=np.float64), *P_CLIP)
+    ya = np.asarray(y, dtype=np.float64)
+    if len(ya) == 0:
+        return 1.0, 0.0
+    z = np.log(qa / (1 - qa))
+    F = np.stack([z, np.ones_like(z)], 1)
+    theta = np.array([1.0, 0.0])
+    prior = np.array([1.0, 0.0])
+    for _ in range(iters):
+        pr = 1.0 / (1.0 + np.exp(-(F @ theta)))
+        grad = F.T @ (pr - ya) + strength * (theta - prior)
+        hess = (F * (pr * (1 - pr))[:, None]).T @ F + strength * np.eye(2)
+        step = np.linalg.solve(hess, grad)
+        theta = theta - step
+        if np.abs(step).max() < 1e-8:
+            break
+    return float(theta[0]), float(theta[1])
+
+
+def apply_calibration(q: npt.ArrayLike, a: float, b: float) -> Array:
+    qa = np.clip(np.asarray(q, dtype=np.float64), *P_CLIP)
+    return (1.0 / (1.0 + np.exp(-(a * np.log(qa / (1 - qa)) + b)))).astype(np.float32)
