@@ -8,6 +8,7 @@ Usage::
 
     app = create_app(Settings(database_url="sqlite:///junction.db"))
     uvicorn.run(app)
+    uvicorn.run("service.app:app_from_env", factory=True, workers=2)   # what junction serve runs
 """
 
 from __future__ import annotations
@@ -347,3 +348,13 @@ def create_app(
     app.include_router(health_router)
     app.include_router(dashboard_router)
     return app
+
+
+def app_from_env() -> FastAPI:
+    """uvicorn factory (``junction serve``): every worker builds its app from the environment,
+    with its math threads limited first (``Settings.compute_threads``)."""
+    from service.threads import limit_compute_threads
+
+    settings = Settings()
+    limit_compute_threads(settings.compute_threads)
+    return create_app(settings)

@@ -11,6 +11,8 @@ What it reports:
 - import cycles between modules of the four packages (every ``import`` counts: module level,
   inside functions and under ``TYPE_CHECKING``), as strongly connected components, and imports
   that point up the layers (``service`` > ``budget_controller``, ``federation`` > ``training``);
+- ``service`` modules the running gateway never imports or starts, outside ``service.cli``
+  (tooling in the gateway's package);
 - the places each rule of issue 12 is implemented, each a regular expression over the source
   with every hit listed, so a reader can check the count.
 """
@@ -267,6 +269,39 @@ def rule_hits() -> dict[str, list[str]]:
     return hits
 
 
+def tooling_in_gateway(graph: dict[str, set[str]]) -> list[str]:
+    """Modules of ``service`` that the running gateway never reaches, outside ``service.cli``.
+
+    Reached: imported (transitively) from the app factory ``service.app``, or started by a reached
+    module as ``-m <module>`` (the SmolLM2 server's entry point). What is left is tooling (CLI,
+    benchmarks, test doubles) sitting in the gateway's package.
+    """
+    launched: dict[str, set[str]] = {m: set() for m in graph}
+    for rel, path in sources():
+        mod = module_name(rel)
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                if node.value in graph and node.value != mod:
+                    launched[mod].add(node.value)
+    seen, todo = set(), ["service.app"]
+    while todo:
+        m = todo.pop()
+        if m in seen or m not in graph:
+            continue
+        seen.add(m)
+        todo += [d for d in graph[m] | launched[m] if d.startswith("service")]
+        # a package's __init__ runs before any of its modules
+        parts = m.split(".")
+        todo += [".".join(parts[:i]) for i in range(1, len(parts))]
+    # the tooling package (when service/cli is one; a module service/cli.py is itself counted)
+    tools = "service.cli." if (ROOT / "service" / "cli").is_dir() else "\0"
+    return sorted(
+        m
+        for m in graph
+        if m.startswith("service.") and m not in seen and not (m + ".").startswith(tools)
+    )
+
+
 def report() -> dict[str, object]:
     files, funcs = largest()
     graph = import_graph()
@@ -275,6 +310,7 @@ def report() -> dict[str, object]:
         "largest_functions": funcs,
         "import_cycles": cycles(graph),
         "upward_imports": upward(graph),
+        "tooling_in_gateway": tooling_in_gateway(graph),
         "rules": rule_hits(),
     }
 
@@ -290,6 +326,9 @@ def markdown(r: dict[str, object]) -> str:
     up: list[str] = r["upward_imports"]  # type: ignore[assignment]
     out += ["", f"## Imports pointing up the layers: {len(up)}", ""]
     out += [f"- {u}" for u in up]
+    tool: list[str] = r["tooling_in_gateway"]  # type: ignore[assignment]
+    out += ["", f"## service modules the gateway never runs, outside service.cli: {len(tool)}", ""]
+    out += [f"- {t}" for t in tool]
     out += ["", "## Places each rule is implemented", ""]
     for rule, hits in r["rules"].items():  # type: ignore[attr-defined]
         out += [f"### {rule}: {len(hits)}", ""] + [f"- {h}" for h in hits] + [""]

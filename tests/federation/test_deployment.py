@@ -16,7 +16,7 @@ from federation.deploy import DeploymentError, run_local_deployment
 from federation.partition import global_test, partition, to_rows
 from federation.publish import PublishError, publish
 from federation.routers import router_auc
-from service.testing.fake_vllm import FakeVLLM
+from service.cli.fake_vllm import FakeVLLM
 from tests.service.helpers import ADMIN, ADMIN_TOKEN, make_settings, run_gateway
 from training.data.load import load_matrix
 from training.data.schema import write_log

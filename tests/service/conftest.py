@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from service.testing.fake_vllm import FakeVLLM
+from service.cli.fake_vllm import FakeVLLM
 from tests.service.helpers import Gateway, make_settings, run_gateway
 
 

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
+from service.cli.fake_vllm import FakeVLLM
 from service.dashboard.outcomes import OutcomeIndex
 from service.dashboard.routes import parse_evaluation_file
 from service.dashboard.serving import federation_runs
 from service.db.engine import Database
 from service.request_log import text_sha256
-from service.testing.fake_vllm import FakeVLLM
 from tests.service.helpers import ADMIN, Gateway, assert_error_shape
 
 # alpha: mean evaluation score 0.75 (the test LOCUS predicts p = mean score), dear;

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from service.testing.fake_vllm import FakeVLLM
+from service.cli.fake_vllm import FakeVLLM
 from tests.service.helpers import ADMIN, ADMIN_TOKEN, Gateway
 
 pytestmark = pytest.mark.integration

@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from service.testing.fake_vllm import FakeVLLM
+from service.cli.fake_vllm import FakeVLLM
 from tests.service.helpers import ADMIN, Gateway, assert_error_shape, make_settings, run_gateway
 
 MSG = [{"role": "user", "content": "Which river runs through Paris?"}]

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from service.testing.fake_vllm import FakeVLLM
+from service.cli.fake_vllm import FakeVLLM
 from tests.service.helpers import (
     ADMIN,
     Gateway,

@@ -20,7 +20,7 @@ schemathesis = pytest.importorskip("schemathesis")
 from hypothesis import HealthCheck, Phase, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from service.testing.fake_vllm import FakeVLLM  # noqa: E402
+from service.cli.fake_vllm import FakeVLLM  # noqa: E402
 from tests.service.helpers import ADMIN, Gateway, make_settings, run_gateway  # noqa: E402
 
 FUZZ_EXAMPLES = int(os.environ.get("JUNCTION_FUZZ_EXAMPLES", "25"))

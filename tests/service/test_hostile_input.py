@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from service.testing.fake_vllm import FakeVLLM
+from service.cli.fake_vllm import FakeVLLM
 from tests.service.helpers import ADMIN, Gateway, assert_error_shape, make_settings, run_gateway
 
 DEEP = 50_000

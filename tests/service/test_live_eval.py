@@ -8,10 +8,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from service.live_eval import ONBOARDING_SPLITS, measure, score_reply
+from service.cli.fake_vllm import FakeVLLM
+from service.cli.live_eval import ONBOARDING_SPLITS, measure, score_reply
 from service.llama_server import ALIAS
 from service.pool import LIVE_MODELS
-from service.testing.fake_vllm import FakeVLLM
 from training.data.build import DERIVED
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"

@@ -100,7 +100,7 @@ def test_cost_targets_are_met_on_held_out_test_questions(tmp_path) -> None:
     accuracy."""
     import asyncio
 
-    from service.routing_report import cost_knob, shipped_gateway
+    from service.cli.routing_report import cost_knob, shipped_gateway
 
     async def measure() -> dict:
         async with shipped_gateway(tmp_path) as (_, c):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from service.soak import SoakConfig, run_soak
+from service.cli.soak import SoakConfig, run_soak
 
 
 @pytest.mark.slow

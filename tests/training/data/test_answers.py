@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from service.live_eval import options_in, score_reply
+from service.cli.live_eval import options_in, score_reply
 from training.data.answers import extract_choice
 
 TEN = 10

@@ -1,6 +1,7 @@
 """``junction serve``, ``junction smollm2 measure`` and ``junction bench gateway``.
 
-Each worker runs with ``service.threads.limit_compute_threads`` (one math thread by default).
+Each worker is ``service.app.app_from_env``: its app, with ``service.threads.limit_compute_threads``
+(one math thread by default).
 
 Usage::
 
@@ -18,20 +19,9 @@ import signal
 import sys
 from pathlib import Path
 
-from service.threads import limit_compute_threads
 from training.bench_encoder import bench_subparsers
 
 log = logging.getLogger("junction.serve")
-
-
-def app_from_env() -> object:
-    """uvicorn factory: every worker builds its app from the environment."""
-    from service.app import create_app
-    from service.settings import Settings
-
-    settings = Settings()
-    limit_compute_threads(settings.compute_threads)
-    return create_app(settings)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -71,7 +61,7 @@ def _serve(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         uvicorn.run(
-            "service.commands:app_from_env",
+            "service.app:app_from_env",
             factory=True,
             host=args.host,
             port=args.port,
@@ -89,22 +79,20 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _measure(args: argparse.Namespace) -> int:
-    from service.live_eval import measure, write_rows
+    from service.cli.live_eval import measure, write_rows
     from service.llama_server import ALIAS, LlamaServer
+    from training.data.build import SHARED_DATA
 
+    shared_data = Path(args.shared_data) if args.shared_data else SHARED_DATA
     if args.runtime == "transformers":
-        from service.live_eval import measure_with, transformers_ask
+        from service.cli.live_eval import measure_with, transformers_ask
         from training.data.tokens import smollm2_gguf_path
 
         ask = transformers_ask(smollm2_gguf_path())
-        rows = measure_with(
-            ask, ALIAS, n=args.n, seed=args.seed, shared_data=Path(args.shared_data)
-        )
+        rows = measure_with(ask, ALIAS, n=args.n, seed=args.seed, shared_data=shared_data)
     else:
         with LlamaServer(port=args.port) as srv:
-            rows = measure(
-                srv.url, ALIAS, n=args.n, seed=args.seed, shared_data=Path(args.shared_data)
-            )
+            rows = measure(srv.url, ALIAS, n=args.n, seed=args.seed, shared_data=shared_data)
     write_rows(rows, Path(args.out))
     acc = sum(r["score"] for r in rows) / max(1, len(rows))
     sys.stdout.write(f"{len(rows)} questions, accuracy {acc:.3f}, written to {args.out}\n")
@@ -115,7 +103,7 @@ def _bench_routing(args: argparse.Namespace) -> int:
     import asyncio
     import json
 
-    from service.routing_report import run
+    from service.cli.routing_report import run
 
     parts = tuple(p.strip() for p in args.parts.split(",") if p.strip())
     report = asyncio.run(run(Path(args.out), parts=parts, encoder_backend=args.encoder or None))
@@ -124,7 +112,7 @@ def _bench_routing(args: argparse.Namespace) -> int:
 
 
 def _soak(args: argparse.Namespace) -> int:
-    from service.soak import SoakConfig, format_soak, run_soak
+    from service.cli.soak import SoakConfig, format_soak, run_soak
 
     cfg = SoakConfig(
         duration_s=args.duration,
@@ -141,7 +129,7 @@ def _soak(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from service.bench import BenchConfig, format_report, run_gateway_bench
+    from service.cli.bench import BenchConfig, format_report, run_gateway_bench
 
     cfg = BenchConfig(
         requests=args.requests,
@@ -198,10 +186,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "llama.cpp cannot run (llama-cpp-python 0.3.36 segfaulted on this CPU)",
     )
     me.add_argument(
-        "--shared-data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data")
+        "--shared-data",
+        default="",
+        help="the raw data folder holding mmlu_pro/ (default: training.data.build.SHARED_DATA)",
     )
     me.add_argument(
-        "--out", default=str(Path(__file__).resolve().parent / "live_models" / "smollm2-135m.jsonl")
+        "--out",
+        default=str(Path(__file__).resolve().parents[1] / "live_models" / "smollm2-135m.jsonl"),
     )
     me.set_defaults(handler=_measure)
 

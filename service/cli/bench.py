@@ -263,7 +263,7 @@ def run_gateway_bench(cfg: BenchConfig) -> dict[str, Any]:
                 [
                     sys.executable,
                     "-m",
-                    "service.testing.fake_vllm",
+                    "service.cli.fake_vllm",
                     "--port",
                     str(bport),
                     "--reply",

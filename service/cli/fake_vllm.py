@@ -326,7 +326,7 @@ class FakeVLLM:
 
 
 def main() -> None:
-    """``python -m service.testing.fake_vllm --port P [--model NAME|*]``: serve until killed."""
+    """``python -m service.cli.fake_vllm --port P [--model NAME|*]``: serve until killed."""
     import argparse
 
     p = argparse.ArgumentParser()

@@ -10,7 +10,9 @@ the evaluation-log schema and keep the reply (``response``), so a better reader 
 
 Usage::
 
-    rows = measure(url, "smollm2-135m", n=160, seed=0)
+    from training.data.build import SHARED_DATA   # the raw data folder, mmlu_pro/ inside
+
+    rows = measure(url, "smollm2-135m", n=160, seed=0, shared_data=SHARED_DATA)
 """
 
 from __future__ import annotations

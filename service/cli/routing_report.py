@@ -247,7 +247,7 @@ async def encoder_agreement(c: Any, n: int = 300, seed: int = 0) -> dict[str, An
 async def latency(c: Any, n_short: int = 300, n_long: int = 100) -> dict[str, Any]:
     """The routing decision (``RoutingEngine.decide``: embed, score the whole shipped pool, rank)
     in-process at concurrency 1, every text distinct so the embedding cache never helps."""
-    from service.bench import chat_turns
+    from service.cli.bench import chat_turns
     from service.routing.engine import RouteQuery
     from service.tokens import estimate_tokens
     from training.bench_encoder import texts_of_length

@@ -1,6 +1,6 @@
 """``junction bench soak``: many streaming clients through three misbehaving backends, for long.
 
-Processes: three vLLM-protocol fake backends (``service.testing.fake_vllm``), the gateway
+Processes: three vLLM-protocol fake backends (``service.cli.fake_vllm``), the gateway
 (``junction serve``, one worker, the shipped LOCUS, a real query encoder), and this process as
 the load generator (aiohttp). The backends:
 
@@ -41,7 +41,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from service.bench import _locus_checkpoint, add_model, admin_client, chat_turns
+from service.cli.bench import _locus_checkpoint, add_model, admin_client, chat_turns
 from training.local_servers import free_port, wait_until_up
 
 ADMIN = "soak-admin-token-0123456789"
@@ -138,7 +138,7 @@ def open_sockets(pid: int) -> int:
 
 def _backend(port: int, *extra: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "service.testing.fake_vllm", "--port", str(port), *extra],
+        [sys.executable, "-m", "service.cli.fake_vllm", "--port", str(port), *extra],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

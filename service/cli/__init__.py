@@ -1,8 +1,16 @@
-"""The ``junction`` command line: one entry point, one subcommand group per component.
+"""The ``junction`` command line, and the gateway's tooling beside it.
 
-Each component contributes its subcommands through a ``register(subparsers)`` function in its own
-``cli`` module; heavy imports happen inside the command handlers, so ``junction --help`` is fast and
-the gateway image does not need the training extras.
+One entry point, one subcommand group per component: each component contributes its subcommands
+through a ``register(subparsers)`` function in its own ``cli`` module; heavy imports happen inside
+the command handlers, so ``junction --help`` is fast and the gateway image does not need the
+training extras.
+
+This package holds what runs *around* the gateway, not inside it: the gateway's own commands
+(``commands``: ``junction serve``, ``smollm2 measure``, ``bench ...``), the benchmarks and soak
+test they run (``bench``, ``soak``, ``routing_report``), the live-model measurement
+(``live_eval``) and the fake vLLM backend that the benchmarks and the tests put behind it
+(``fake_vllm``). Nothing in the running gateway imports it; the rest of ``service`` is the
+gateway (its SmolLM2 launcher, ``service.llama_server``, included: ``junction serve`` starts it).
 
 Usage::
 
@@ -14,13 +22,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import sys
 from collections.abc import Callable, Sequence
 
 # Modules that contribute subcommands, in the order they appear in --help.
 COMMAND_MODULES = (
     "training.cli",
-    "service.commands",
+    "service.cli.commands",
     "federation.cli",
     "budget_controller.cli",
     "federation.research_cli",
@@ -45,7 +52,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     handler: Handler = args.handler
     return handler(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
