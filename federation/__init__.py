@@ -1,5 +1,5 @@
 """Federated routers on Flower: the MLP router with per-head FedAvg and the two-pass K-means
-router, trained from clients' own evaluation logs (NOTES.md (b)).
+router, trained from clients' own evaluation logs (Askin et al., arXiv 2601.22318).
 
 Flower apps: ``federation.server_app:app`` and ``federation.client_app:app`` (configured in
 ``pyproject.toml`` under ``[tool.flwr.app]``). ``junction federate ...`` runs them in Flower's

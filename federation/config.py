@@ -3,7 +3,8 @@
 Flower passes ``[tool.flwr.app.config]`` (flat kebab-case keys, see ``pyproject.toml``) to both
 apps as ``context.run_config``; :meth:`FederationConfig.from_run_config` turns it into this class
 and validates it, so the ServerApp, the ClientApp and ``junction federate simulate`` share one
-definition. Defaults follow the federated-routing paper (NOTES.md (b)) where it gives them.
+definition. Defaults follow the federated-routing paper (Askin et al., arXiv 2601.22318)
+where it gives them.
 
 Groups:
 - data: ``logs`` (a built-in data set or any evaluation-log file), ``clients``, ``alpha`` (task

@@ -2,8 +2,8 @@
 
 A SuperNode's ``node_config`` picks the source:
 
-- ``data-path=FILE``: private mode, a local evaluation log (JSONL, CSV or Parquet; the DESIGN.md
-  row contract) that only this client reads;
+- ``data-path=FILE``: private mode, a local evaluation log (JSONL, CSV or Parquet; the
+  row contract of ``training/data/schema.py``) that only this client reads;
 - ``gateway-db=URL client=NAME``: the rows of the gateway's database posted with the API key
   named ``NAME`` (``POST /v1/evaluations``), embeddings included (``gateway_db.py``);
 - ``partition-id=I`` (what the Simulation Engine sets): part I of the paper's partition of the

@@ -1,4 +1,5 @@
-"""The paper's client partition of an evaluation matrix (NOTES.md (b), "Data and metrics").
+"""The paper's client partition of an evaluation matrix (Askin et al., arXiv 2601.22318,
+"Data and metrics").
 
 1. Queries are split across clients by task (MMLU-Pro category, RouterBench task name, or a
    log's ``category``): each client's task mixture ~ Dirichlet(alpha) (paper: 0.6; 0.03 for

@@ -6,8 +6,9 @@ their next poll. A model is routable as soon as ``register`` returns.
 
 Usage::
 
-    catalog = Catalog(db=db, store=store, locus=locus, encode=encoder.encode, on_change=reload)
-    row = await catalog.register(ModelSpec(...), queries=[...], scores=[...])
+    catalog = Catalog(db=db, store=store, locus=locus, encode=encoder.encode, on_change=reload,
+                      min_evaluations=16, max_embed_evaluations=4096)
+    row = await catalog.register(ModelSpec(...), [EvalInput(score=1.0, query="2+2?"), ...])
 """
 
 from __future__ import annotations

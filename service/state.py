@@ -15,7 +15,7 @@ ledger, which lives as long as the process, serves tools and tests that run no d
 
 Usage::
 
-    store = make_store(settings)
+    store = make_store(settings.redis_url, prefix=settings.redis_prefix)
     n = await store.incr_window("rpm:7", 1, window_s=60)
 """
 

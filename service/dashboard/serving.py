@@ -18,7 +18,7 @@ cannot know that length without sending the request).
 Usage::
 
     data = DashboardData()
-    body = await data.overview(c)
+    body = await data.overview(c, window(24))
 """
 
 from __future__ import annotations

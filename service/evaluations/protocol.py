@@ -1,4 +1,5 @@
-"""Wire types of ``/v1/evaluations``: rows follow the evaluation-log contract of DESIGN.md."""
+"""Wire types of ``/v1/evaluations``: rows follow the evaluation-log schema
+(``training/data/schema.py``)."""
 
 from __future__ import annotations
 

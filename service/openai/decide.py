@@ -8,7 +8,8 @@ tried anyway, the soonest to recover first, rather than failing the request.
 
 Usage::
 
-    route = await Decider(engine=..., health=..., replay=..., metrics=...).decide(req, sticky)
+    decider = Decider(engine=..., health=..., replay=..., metrics=...)
+    route = await decider.decide(req, sticky=None, max_tokens=256)
     route.entries[0].name, route.decision
 """
 

@@ -1,7 +1,8 @@
 """A constant scorer used only when no LOCUS checkpoint is available.
 
 Each model is represented by its mean evaluation score (z = [mean score]), and P(correct) of a
-model is that constant for every query: the per-model-constant baseline of DESIGN.md. It keeps
+model is that constant for every query: the per-model-constant baseline
+(``training.routers.baselines.ConstantRouter``). It keeps
 the gateway usable (and honest: the router header says ``locus`` is not loaded) until a bundle
 ships.
 """

@@ -1,6 +1,6 @@
 """The evaluation-log schema: one row per (query, model) evaluation, in JSONL, CSV or Parquet.
 
-Fields (DESIGN.md, "Contracts"):
+Fields:
 
 =================== ======== =========================================================
 field               required meaning

@@ -1,4 +1,4 @@
-"""LOCUS: model embeddings from evaluation sets (NOTES.md (a)), and the MF baseline it beats.
+"""LOCUS: model embeddings from evaluation sets (arXiv 2601.21082), and the MF baseline it beats.
 
 Usage::
 

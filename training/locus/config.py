@@ -1,6 +1,7 @@
 """Knobs of LOCUS (model embeddings from evaluation sets) and their validation.
 
-Grouped by concern; defaults follow the paper's released code (NOTES.md (a)) unless noted.
+Grouped by concern; defaults follow the paper's released code (LOCUS, arXiv
+2601.21082: github.com/patel-shivam/locus_code_release) unless noted.
 
 - **Architecture**: ``d_model`` = 128, ``num_latents`` r = 64, ``num_heads`` = 4, ``num_isab`` = 2
   ISAB blocks, predictor widths ``3 * d_model -> predictor_hidden (64) -> 1``, ``dropout`` 0.1.

@@ -1,9 +1,9 @@
 """Train LOCUS and the MF baseline on MMLU-Pro's seen models, measure both, save the artifact.
 
-Protocol (NOTES.md (a)): train on the train split of the 18 seen models, select on the val
-split, report on the test split. At evaluation each model is embedded from ALL its train-split
-evaluations. The 4 unseen models never enter training; they are embedded (LOCUS: one forward
-pass; MF: a fitted free embedding with the predictor frozen) from k of their train-split
+Protocol (the LOCUS paper, arXiv 2601.21082): train on the train split of the 18 seen models, select
+on the val split, report on the test split. At evaluation each model is embedded from ALL its
+train-split evaluations. The 4 unseen models never enter training; they are embedded (LOCUS: one
+forward pass; MF: a fitted free embedding with the predictor frozen) from k of their train-split
 evaluations and scored on the test split.
 
 Usage::

@@ -2,7 +2,8 @@
 
 Queries come from Gaussian task clusters on the unit sphere; models come in families with a skill
 vector each; a model answers a query correctly with probability
-sigma(theta_m . W phi(x) + b_m - difficulty(x)). NOTES.md (a), CPU reproduction plan, step 1.
+sigma(theta_m . W phi(x) + b_m - difficulty(x)). The first step of a CPU reproduction of
+the LOCUS paper (arXiv 2601.21082).
 
 Usage::
 

@@ -6,9 +6,10 @@ means. A cell with few observations is shrunk towards the model's global mean
 an empty cell takes the global mean (the paper's code falls back to accuracy 0 and cost 1e6, which
 never routes there; the global mean keeps a model with sparse logs routable).
 
-The pieces of the two-pass federated version (NOTES.md (b)) are separate functions: clients run
-``local_centroids``, the server ``global_centres`` (weighted K-means on the pooled centres), clients
-``cell_stats`` against the global centres, and the server ``KMeansRouter.from_stats`` on the sums.
+The pieces of the two-pass federated version (Askin et al., arXiv 2601.22318) are separate
+functions: clients run ``local_centroids``, the server ``global_centres`` (weighted K-means on the
+pooled centres), clients ``cell_stats`` against the global centres, and the server
+``KMeansRouter.from_stats`` on the sums.
 
 Usage::
 

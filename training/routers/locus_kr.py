@@ -22,7 +22,7 @@ Usage::
 
     kr = KRParams(k=25, beta=10.0, alpha=0.5, alpha_g=20.0, margin=0.05)
     ev = Evidence.build(X_m, y_m, prior_on_own=q_m_on_X_m)      # once per model
-    p = kr_predict(ev, prior_q, sims_to_evidence, kr)            # [B]
+    p = kr_predict(ev, prior_q, kr, X=X_queries)                # [B]
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ skips parameters without gradients). The accuracy output is a logit trained with
 output predicts the standardised log cost (mean/std of log USD stored in the checkpoint), trained
 with MSE. Training sees only observed (query, model) cells, one row each, so the same
 ``local_train`` serves the centralised router here and a federated client that logged one model
-per query (NOTES.md (b)).
+per query (Askin et al., arXiv 2601.22318).
 
 Usage::
 
@@ -48,7 +48,7 @@ NEVER_CHOSEN_COST_USD = 1e6  # prohibitive at every lambda (federation.routers.U
 
 @dataclass
 class MLPConfig:
-    """MLP router knobs. Defaults follow the federated-routing paper (NOTES.md (b)) where given."""
+    """MLP router knobs. Defaults follow the federated-routing paper (arXiv 2601.22318)."""
 
     input_dim: int = field(default=384, metadata={"help": "query-embedding size"})
     hidden: int = field(default=256, metadata={"help": "trunk width (paper: 512)"})
