@@ -239,6 +239,7 @@ def train_fold_nets(
     """
     import torch
 
+    from training.checkpoint import load_checkpoint, save_checkpoint
     from training.locus import LocusEmbedder, train_locus, train_mf
     from training.locus.mf import MFResult
     from training.locus.model import CorrectnessPredictor
@@ -274,7 +275,7 @@ def train_fold_nets(
         if not cfg.quick:
             fold.nets["locus"].save(locus_path)
     if mf_path.exists() and not cfg.quick:
-        blob = torch.load(mf_path, map_location="cpu", weights_only=True)
+        blob = load_checkpoint(mf_path)  # caches from before kind "mf_fold" load too
         pred = CorrectnessPredictor(mc.predictor_config())
         pred.load_state_dict(blob["state_dict"])
         pred.eval()
@@ -282,13 +283,12 @@ def train_fold_nets(
     else:
         fold.nets["mf"] = train_mf(sub, mc, models=names, progress=True)
         if not cfg.quick:
-            folder.mkdir(parents=True, exist_ok=True)
-            torch.save(
-                {
-                    "state_dict": fold.nets["mf"].predictor.state_dict(),
-                    "embeddings": torch.from_numpy(fold.nets["mf"].embeddings),
-                },
+            save_checkpoint(
                 mf_path,
+                kind="mf_fold",
+                config=asdict(mc),
+                state_dict=fold.nets["mf"].predictor.state_dict(),
+                embeddings=torch.from_numpy(fold.nets["mf"].embeddings),
             )
     fold.nets["seconds"] = time.time() - t
 
