@@ -33,6 +33,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from training.minilm import EMBED_DIM
+
 
 @dataclass
 class EnvConfig:
@@ -84,7 +86,7 @@ class EnvConfig:
 class PolicyConfig:
     """The budget policy network: a small MLP over the conversation state."""
 
-    embed_dim: int = field(default=384, metadata={"help": "query embedding size (MiniLM)"})
+    embed_dim: int = field(default=EMBED_DIM, metadata={"help": "query embedding size (MiniLM)"})
     proj_dim: int = field(default=32, metadata={"help": "each embedding is projected to this"})
     hidden: int = field(default=128, metadata={"help": "MLP width"})
     num_levels: int = field(default=9, metadata={"help": "number of budget levels (actions)"})

@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from training.minilm import EMBED_DIM
+
 
 def _time(fn: Callable[[], Any], repeats: int) -> dict[str, float]:
     fn()  # warm-up
@@ -45,7 +47,7 @@ def run_scoring_bench(
 
     torch.set_num_threads(threads)
     bundle = load_bundle(bundle_dir or DEFAULT_BUNDLE)
-    X = np.resize(load_matrix("mmlu_pro").embeddings, (queries, 384)).astype(np.float32)
+    X = np.resize(load_matrix("mmlu_pro").embeddings, (queries, EMBED_DIM)).astype(np.float32)
     Z = bundle.embeddings()
     predictor = bundle.locus.model.predictor
 

@@ -24,6 +24,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from training.minilm import EMBED_DIM
+
 
 @dataclass
 class LocusConfig:
@@ -31,7 +33,7 @@ class LocusConfig:
 
     # --- architecture
     input_dim: int = field(
-        default=384, metadata={"help": "query encoding size (all-MiniLM-L6-v2: 384)"}
+        default=EMBED_DIM, metadata={"help": "query encoding size (all-MiniLM-L6-v2: 384)"}
     )
     d_model: int = field(default=128, metadata={"help": "token / model-embedding size d"})
     num_latents: int = field(

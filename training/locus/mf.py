@@ -31,6 +31,7 @@ from training.locus.config import LocusConfig
 from training.locus.evaluate import evaluate_predictions
 from training.locus.infer import score
 from training.locus.model import CorrectnessPredictor
+from training.minilm import EMBED_DIM
 
 Array = npt.NDArray[np.float32]
 
@@ -39,7 +40,7 @@ Array = npt.NDArray[np.float32]
 class MFConfig:
     """Knobs of the MF baseline; the predictor sizes match :class:`LocusConfig`'s defaults."""
 
-    input_dim: int = field(default=384, metadata={"help": "query encoding size"})
+    input_dim: int = field(default=EMBED_DIM, metadata={"help": "query encoding size"})
     d_model: int = field(default=128, metadata={"help": "model-embedding size d"})
     predictor_hidden: int = field(default=64, metadata={"help": "hidden width of the MLP"})
     dropout: float = field(default=0.1, metadata={"help": "dropout in the predictor"})

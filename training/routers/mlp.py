@@ -38,6 +38,7 @@ from tqdm import tqdm
 
 from training.checkpoint import save_checkpoint
 from training.data.matrix import EvalMatrix
+from training.minilm import EMBED_DIM
 from training.routers.base import RouterOutput
 
 Array = npt.NDArray[np.float32]
@@ -50,7 +51,7 @@ NEVER_CHOSEN_COST_USD = 1e6  # prohibitive at every lambda (federation.routers.U
 class MLPConfig:
     """MLP router knobs. Defaults follow the federated-routing paper (arXiv 2601.22318)."""
 
-    input_dim: int = field(default=384, metadata={"help": "query-embedding size"})
+    input_dim: int = field(default=EMBED_DIM, metadata={"help": "query-embedding size"})
     hidden: int = field(default=256, metadata={"help": "trunk width (paper: 512)"})
     dropout: float = field(default=0.1, metadata={"help": "dropout in the trunk"})
     lr: float = field(default=1e-3, metadata={"help": "AdamW learning rate"})
