@@ -426,9 +426,7 @@ def predict_model(
                 W = evidence_weight(nn_sim, k, beta)
                 sd[name] = prediction_sd(out[name], ev.n, W, KRParams(k, beta, alpha, alpha_g))
     if configs is not None:  # the dnh methods' own LOCUS-KR configs (chosen apart from locus_kr)
-        for key in ("dnh", "dnh_auc", "dnh_auc_all"):
-            if key not in configs:
-                continue
+        for key in ("dnh", "dnh_auc"):
             k, beta, alpha, alpha_g = configs[key][:4]
             name = _kr_name("locus_kr", (k, beta, alpha, alpha_g))
             if name not in out:
@@ -597,23 +595,17 @@ def validation_scores(m: EvalMatrix, fold: Fold, fp: FoldPreds) -> dict[str, flo
                 for mg in margins:
                     ch = method_choice(P, zero, means, 0.0, mg)
                     sums.setdefault(f"{key}@{mg}", []).append(route_acc(ch, T))
-            dnh_validation(fp, preds, cols, sums, with_seen)
+            dnh_validation(fp, preds, cols, sums)
     return {k: float(np.mean(v)) for k, v in sums.items()}
 
 
 def dnh_validation(
-    fp: FoldPreds,
-    preds: list[ModelPred],
-    cols: list[int],
-    sums: dict[str, list[float]],
-    with_seen: bool = False,
+    fp: FoldPreds, preds: list[ModelPred], cols: list[int], sums: dict[str, list[float]]
 ) -> None:
     """Validation figures of every dnh config (LOCUS-KR config x gamma x margin): lambda-0
     routing accuracy under "dnh|...@margin" and frontier AUC over the pool's common cost range
     (``VAL_LAMBDAS``) under "dnhauc|...@margin"; and the served rule's frontier AUC (fixed
-    best-average default and margin) under "krauc|...@margin", to compare the two on validation.
-    In the pool with seen models the frontier AUCs are also kept apart ("dnhaucall|...@margin",
-    "kraucall|...@margin"): the pool a gateway routes in, where the issue's frontier target is."""
+    best-average default and margin) under "krauc|...@margin", to compare the two on validation."""
     T, Cq = fp.q_truth[:, cols], fp.q_cost[:, cols]
     lo, hi = mt.pool_cost_range(Cq)
     means = np.array([p.mean for p in preds])
@@ -640,16 +632,10 @@ def dnh_validation(
                 decide_dnh(P, S, C, float(lam), d, gamma, mg)
                 for lam, d in zip(VAL_LAMBDAS, defaults, strict=True)
             ]
-            a = auc(ch)
-            sums.setdefault(f"dnhauc|{name}", []).append(a)
-            if with_seen:
-                sums.setdefault(f"dnhaucall|{name}", []).append(a)
+            sums.setdefault(f"dnhauc|{name}", []).append(auc(ch))
         for mg in MARGINS:
             ch = [method_choice(P, C, means, float(lam), mg) for lam in VAL_LAMBDAS]
-            a = auc(ch)
-            sums.setdefault(f"krauc|{body}@{mg}", []).append(a)
-            if with_seen:
-                sums.setdefault(f"kraucall|{body}@{mg}", []).append(a)
+            sums.setdefault(f"krauc|{body}@{mg}", []).append(auc(ch))
 
 
 def select_configs(val: dict[str, dict[str, float]], fold: str) -> dict[str, Any]:
@@ -682,7 +668,6 @@ def select_configs(val: dict[str, dict[str, float]], fold: str) -> dict[str, Any
         out[f"{prefix}_nomargin_val"] = mean[f"{key.split('@')[0]}@0.0"]
         if prefix == "locus_kr" and f"krauc|{body}@{mg}" in mean:  # its validation frontier
             out["locus_kr_val_auc"] = mean[f"krauc|{body}@{mg}"]
-            out["locus_kr_val_auc_all"] = mean.get(f"kraucall|{body}@{mg}")
     if any(k.startswith("blend_kr|") for k in keys):
         key, score = best("blend_kr")
         body, mg = key.split("|")[1].split("@")
@@ -691,7 +676,7 @@ def select_configs(val: dict[str, dict[str, float]], fold: str) -> dict[str, Any
                            float(vals["alpha"]), float(vals["alpha_g"]))  # fmt: skip
         out["blend_kr_margin"] = float(mg)
         out["blend_kr_val"] = score
-    for prefix, name in (("dnh", "dnh"), ("dnhauc", "dnh_auc"), ("dnhaucall", "dnh_auc_all")):
+    for prefix, name in (("dnh", "dnh"), ("dnhauc", "dnh_auc")):
         if any(k.startswith(prefix + "|") for k in keys):
             key, score = best(prefix)
             body, mg = key.split("|")[1].split("@")
@@ -702,8 +687,6 @@ def select_configs(val: dict[str, dict[str, float]], fold: str) -> dict[str, Any
             out[f"{name}_val"] = score
             other = "dnhauc" if prefix == "dnh" else "dnh"  # its figure on the other criterion
             out[f"{name}_val_{'auc' if prefix == 'dnh' else 'acc'}"] = mean[f"{other}|{body}@{mg}"]
-            if f"dnhaucall|{body}@{mg}" in mean:
-                out[f"{name}_val_auc_all"] = mean[f"dnhaucall|{body}@{mg}"]
     if any(k.startswith("cal_kr|") for k in keys):
         key, score = best("cal_kr")
         body, mg = key.split("|")[1].split("@")
@@ -752,10 +735,6 @@ def test_metrics(
         "cal_kr": (_cal_name(configs["cal_kr"]), configs["cal_kr_margin"]),
         "dnh": (_kr_name("locus_kr", configs["dnh"][:4]), configs["dnh_margin"]),
         "dnh_auc": (_kr_name("locus_kr", configs["dnh_auc"][:4]), configs["dnh_auc_margin"]),
-        "dnh_auc_all": (
-            _kr_name("locus_kr", configs.get("dnh_auc_all", configs["dnh_auc"])[:4]),
-            configs.get("dnh_auc_all_margin", configs["dnh_auc_margin"]),
-        ),
         "avg_lam": ("best_avg", 0.0),
         "locus": ("locus", 0.0),
         "mf": ("mf", 0.0),
@@ -763,11 +742,7 @@ def test_metrics(
         "ridge": (f"ridge|{configs['ridge']}", 0.0),
         "best_avg": ("best_avg", 0.0),
     }
-    gammas = {
-        "dnh": configs["dnh"][4],
-        "dnh_auc": configs["dnh_auc"][4],
-        "dnh_auc_all": configs.get("dnh_auc_all", configs["dnh_auc"])[4],
-    }
+    gammas = {"dnh": configs["dnh"][4], "dnh_auc": configs["dnh_auc"][4]}
 
     def choice(name: str, key: str, mg: float, preds: list[ModelPred], P: Array, C: Array,
                lam: float) -> IntArray:  # fmt: skip
