@@ -28,6 +28,7 @@ from collections.abc import Callable, Sequence
 COMMAND_MODULES = (
     "training.cli",
     "service.cli.commands",
+    "service.cli.onboard_merged",
     "federation.cli",
     "budget_controller.cli",
     "federation.research_cli",
