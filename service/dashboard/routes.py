@@ -26,7 +26,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse
 
 from service.dashboard.serving import DashboardData, GatewayView, window
-from service.deps import admin_principal
+from service.deps import SettingsDep, admin_principal
 from service.errors import InvalidRequest, NotFound
 
 HERE = Path(__file__).resolve().parent
@@ -84,13 +84,13 @@ def plotly_js() -> Path:
 
 
 @router.get("", response_class=HTMLResponse)
-async def page(c: ComponentsDep) -> HTMLResponse:
+async def page(settings: SettingsDep) -> HTMLResponse:
     import plotly
 
     html = Template(_page()).substitute(
         plotly_version=plotly.__version__,
-        lambda_now=f"{c.settings.default_lambda:g}",
-        environment=c.settings.environment,
+        lambda_now=f"{settings.default_lambda:g}",
+        environment=settings.environment,
     )
     return HTMLResponse(html, headers=PAGE_HEADERS)
 
