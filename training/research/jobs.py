@@ -28,6 +28,7 @@ JOBS: dict[str, str] = {
     "pretrained-fedavg": "training.research.pretrained_fedavg.job",
     "ravan": "training.research.ravan.job",
     "pubswap": "training.research.pubswap.job",
+    "misalignment": "training.research.misalignment.job",
 }
 
 

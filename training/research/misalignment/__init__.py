@@ -1,4 +1,7 @@
 """``misalignment`` (NOTES.md (g)): emergent misalignment after narrow fine-tuning and subliminal
-learning through SFT, off-policy and on-policy distillation. Present so far: the generated data
-(:mod:`.data`) and the programmatic judges (:mod:`.judge`); the job itself
-(``junction research misalignment``) is not written yet."""
+learning through SFT, off-policy and on-policy distillation, on SmolLM2-135M-Instruct with LoRA.
+
+Modules: :mod:`.data` (generated data), :mod:`.judge` (programmatic judges), :mod:`.lm` (batches,
+log-probabilities, SFT and distillation steps, sampling), :mod:`.em` (the narrow fine-tune and
+its judged checkpoints), :mod:`.sl` (teacher, number data, students by channel), :mod:`.job`
+(``junction research misalignment``: claims, report, plots)."""
