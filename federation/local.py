@@ -30,7 +30,7 @@ round gives the same update whichever Ray worker runs it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -270,9 +270,12 @@ def train_mlp(
     spec: NetSpec,
     *,
     cost_moments: tuple[float, float] | None = None,
+    after_epoch: Callable[[MLPRouter, int], None] | None = None,
 ) -> MLPRouter:
     """Centralised (or one client's local) training with the federated run's head layout, one
-    epoch at a time as ``train_mlp_router`` does; ``cost_moments`` default to ``data``'s."""
+    epoch at a time as ``train_mlp_router`` does; ``cost_moments`` default to ``data``'s.
+    ``after_epoch(router, epochs_done)`` runs after every epoch (validation-based selection:
+    the first k epochs of a run are exactly the run with ``epochs=k``)."""
     if cost_moments is None:
         cost_moments = pooled_moments([log_cost_moments(data)])
     emb, offsets = (
@@ -291,6 +294,8 @@ def train_mlp(
             epochs=1, batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay,
             grad_clip=cfg.grad_clip, cost_weight=cfg.cost_weight, seed=cfg.seed * 1000 + epoch,
         )  # fmt: skip
+        if after_epoch is not None:
+            after_epoch(router, epoch + 1)
     return router
 
 

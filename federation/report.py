@@ -95,6 +95,22 @@ def _variant(cfg: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
+def _central_label(report: dict[str, Any]) -> str:
+    """How the report's centralised router was chosen, in a few words."""
+    sel = report.get("central_selection")
+    if sel:
+        return f" (chosen on validation: lr {sel['lr']:g}, {sel['epochs']} epochs)"
+    if report["config"]["router"] == "mlp":
+        return " (matched compute)"
+    return ""
+
+
+def best_local_by_validation(report: dict[str, Any]) -> float:
+    """The test AUC of the client-local router with the highest validation AUC (the best local
+    router chosen without looking at test)."""
+    return float(report["auc"]["local"][int(np.argmax(report["val_auc"]["local"]))])
+
+
 def write_summary(report: dict[str, Any], path: Path) -> Path:
     cfg, auc, ca, chk = report["config"], report["auc"], report["client_auc"], report["checks"]
     va = report["val_auc"]
@@ -115,7 +131,24 @@ def write_summary(report: dict[str, Any], path: Path) -> Path:
         "| router | test AUC | validation AUC |",
         "| --- | --- | --- |",
         f"| federated | {auc['federated']:.4f} | {va['federated']:.4f} |",
-        f"| centralised | {auc['centralized']:.4f} | {va['centralized']:.4f} |",
+        f"| centralised{_central_label(report)} | {auc['centralized']:.4f} | "
+        f"{va['centralized']:.4f} |",
+        *(
+            [
+                f"| centralised, matched compute (earlier baseline) | "
+                f"{auc['centralized_matched']:.4f} | {va['centralized_matched']:.4f} |"
+            ]
+            if "centralized_matched" in auc
+            else []
+        ),
+        *(
+            [
+                f"| federated, round {bv['round']} of {bv['of_rounds']} (chosen on validation) "
+                f"| {bv['test_auc']:.4f} | {bv['val_auc']:.4f} |"
+            ]
+            if (bv := report.get("federated_round_by_validation"))
+            else []
+        ),
         f"| best local | {max(auc['local']):.4f} | {max(va['local']):.4f} |",
         f"| mean local | {float(np.mean(auc['local'])):.4f} | {float(np.mean(va['local'])):.4f} |",
         f"| single-model hull | {auc['hull']:.4f} | {va['hull']:.4f} |",
@@ -213,8 +246,11 @@ def results_table(reports: dict[str, dict[str, Any]]) -> str:
         pers = f"{c['personalized_at_least_worse_of_two']}/{n}" + (
             " (" + ", ".join(f"c{k} -{v:.3f}" for k, v in short.items()) + ")" if short else ""
         )
+        cen = f"{a['centralized']:.4f}"
+        if r["config"]["router"] == "mlp":
+            cen += " (val-chosen)" if "central_selection" in r else " (matched)"
         rows.append(
-            f"| {name} | {_variant(r['config'])} | {a['federated']:.4f} | {a['centralized']:.4f} "
+            f"| {name} | {_variant(r['config'])} | {a['federated']:.4f} | {cen} "
             f"| {max(a['local']):.4f} | {a['hull']:.4f} | {c['federated_minus_centralized']:+.4f} "
             f"| {c['federated_minus_best_local']:+.4f} | {c['clients_federated_beats_local']}/{n} "
             f"| {pers} | {va['federated']:.4f} / {va['centralized']:.4f} / "
@@ -225,6 +261,11 @@ def results_table(reports: dict[str, dict[str, Any]]) -> str:
 
 def _mean(xs: list[float]) -> float:
     return float(np.mean(xs)) if xs else float("nan")
+
+
+def _sd(xs: list[float]) -> float:
+    """Sample standard deviation (n - 1) over seeds; 0 for one seed."""
+    return float(np.std(xs, ddof=1)) if len(xs) > 1 else 0.0
 
 
 def _group(reports: dict[str, dict[str, Any]], prefix: str) -> list[dict[str, Any]]:
@@ -271,9 +312,10 @@ def results_markdown(
         "query, 75/25 client splits, the global test set the union of client test splits with "
         "full labels, the log's own validation split set aside (methods are chosen on it, never "
         "on test), participation 0.6, one local epoch per round, 30 rounds, robust aggregation "
-        "`clip`. Centralised and local routers use the same architecture as the federated one "
-        "and rounds x participation epochs; a local router routes only among the models its "
-        "client logged. Held-out onboarding models stay out unless a run says `held-out "
+        "`clip`. Centralised and local routers use the same architecture as the federated one; "
+        "the centralised MLP's lr and epochs are chosen on validation AUC (early stopping, "
+        "like the federated method's lr), local MLPs train rounds x participation epochs; a "
+        "local router routes only among the models its client logged. Held-out onboarding models stay out unless a run says `held-out "
         "include`. Every random choice (partition, client sampling, client dropout, local "
         "shuffles, dropout masks, initialisation) derives from the run seed.",
         "",
@@ -320,23 +362,41 @@ def results_markdown(
         "Test figures of the seed-0 runs of every method are in that table too; none of them "
         "was used to choose.",
         "",
-        "## Main runs: mean over seeds 0-2 (test AUC, per-seed figures in brackets)",
+        "## Main runs: mean ± standard deviation over seeds 0-2 (test AUC, per-seed figures "
+        "in brackets)",
         "",
-        "| log, router | federated | centralised | best local | hull | fed - cen | "
+        "Centralised: for the MLP, the same head as the federated router, lr and epochs chosen "
+        "on validation AUC with early stopping (`central_selection` in each report); the "
+        "earlier matched-compute centralised MLP (the run's lr, rounds x participation epochs) "
+        "is the next column, kept for comparison and not used by the checks. K-means: K = 30, "
+        "unchanged. *Fed, val round*: the test AUC of the federated round with the best "
+        "validation AUC (the same early-stopping rule; the saved router and the checks use the "
+        "last round). *Best local*: the highest client-local test AUC (the target's figure); "
+        "*val-chosen*: the test AUC of the local router with the best validation AUC.",
+        "",
+        "| log, router | federated | fed, val round | centralised | centralised, matched "
+        "(earlier) | best local | best local, val-chosen | hull | fed - cen | "
         "fed within 0.01 of cen | fed > best local | personalised >= worse of fed, local |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     verdicts: list[str] = []
     for lg in logs:
         for router, prefix in (("mlp", f"{lg}_mlp_{chosen}"), ("kmeans", f"{lg}_kmeans")):
             g = _group(reports, prefix)
             if not g:
-                lines.append(f"| {lg} {router} | not run | | | | | | | |")
+                lines.append(f"| {lg} {router} | not run |" + " |" * 11)
                 continue
             fed = [r["auc"]["federated"] for r in g]
             cen = [r["auc"]["centralized"] for r in g]
             loc = [max(r["auc"]["local"]) for r in g]
+            loc_val = [best_local_by_validation(r) for r in g]
             hull = [r["auc"]["hull"] for r in g]
+            fed_val = [
+                r["federated_round_by_validation"]["test_auc"]
+                for r in g
+                if "federated_round_by_validation" in r
+            ]
+            matched = [r["auc"]["centralized_matched"] for r in g if "centralized_matched" in r]
             within = sum(r["checks"]["federated_within_001_of_centralized"] for r in g)
             above = sum(r["checks"]["federated_above_every_local"] for r in g)
             pers = sum(r["checks"]["personalized_at_least_worse_of_two"] for r in g)
@@ -346,24 +406,52 @@ def results_markdown(
                 for r in g
                 for k, v in r["checks"]["personalized_shortfall"].items()
             ]
+            selected = sum("central_selection" in r for r in g)
 
-            def per(xs: list[float]) -> str:
-                return ", ".join(f"{x:.3f}" for x in xs)
+            def cell(xs: list[float], n: int = len(g)) -> str:
+                if len(xs) < n:
+                    return "n/a" if not xs else f"{len(xs)}/{n} seeds only"
+                return (
+                    f"{_mean(xs):.4f} ± {_sd(xs):.4f} (" + ", ".join(f"{x:.3f}" for x in xs) + ")"
+                )
 
+            diff = [f - c for f, c in zip(fed, cen, strict=True)]
             lines.append(
-                f"| {lg} {router} | {_mean(fed):.4f} ({per(fed)}) | {_mean(cen):.4f} ({per(cen)}) "
-                f"| {_mean(loc):.4f} ({per(loc)}) | {_mean(hull):.4f} | "
-                f"{_mean(fed) - _mean(cen):+.4f} ({per([f - c for f, c in zip(fed, cen, strict=True)])}) | "
-                f"{within}/{len(g)} seeds | {above}/{len(g)} seeds | {pers}/{ncl} clients |"
+                f"| {lg} {router} | {cell(fed)} | {cell(fed_val)} | {cell(cen)} | "
+                f"{cell(matched)} | {cell(loc)} | {cell(loc_val)} | {_mean(hull):.4f} | "
+                f"{_mean(diff):+.4f} ± {_sd(diff):.4f} | {within}/{len(g)} seeds | "
+                f"{above}/{len(g)} seeds | {pers}/{ncl} clients |"
             )
             ok_cen = within == len(g)
             ok_loc = above == len(g)
+            how = ""
+            if router == "mlp":
+                how = (
+                    " (chosen on validation)"
+                    if selected == len(g)
+                    else f" (chosen on validation on {selected}/{len(g)} seeds, else matched)"
+                )
+            boot = [
+                (r["config"]["seed"], r["bootstrap"][k])
+                for r in g
+                for k in ("federated_minus_best_local",)
+                if "bootstrap" in r
+            ]
+            resolved = (
+                "; fed - best local, paired bootstrap 95% interval per seed: "
+                + ", ".join(
+                    f"s{sd} {b['gap']:+.4f} [{b['lo']:+.4f}, {b['hi']:+.4f}]" for sd, b in boot
+                )
+                if boot
+                else ""
+            )
             verdicts.append(
-                f"- {lg} {router}: within 0.01 of centralised on {within}/{len(g)} seeds "
+                f"- {lg} {router}: within 0.01 of centralised{how} on {within}/{len(g)} seeds "
                 f"(**{'met' if ok_cen else 'NOT met'}**), above the best local router on "
                 f"{above}/{len(g)} seeds (**{'met' if ok_loc else 'NOT met'}**); personalised "
                 f"at least the worse of federated and local on {pers}/{ncl} clients"
                 + (f" (shortfall: {'; '.join(short)})" if short else " (met)")
+                + resolved
                 + "."
             )
     lines += ["", "Against the targets (3 seeds each; every seed must pass):", "", *verdicts]

@@ -40,7 +40,11 @@ from flwr.serverapp import Grid, ServerApp
 
 from federation.client_app import arrays_of, num, nums, record_of, spec_of
 from federation.config import FederationConfig
-from federation.data_source import experiment_partition, federation_models
+from federation.data_source import (
+    experiment_partition,
+    experiment_validation,
+    federation_models,
+)
 from federation.local import (
     as_plain,
     kmeans_from_stats,
@@ -105,6 +109,7 @@ class FederatedRun:
         self.routers: dict[str, Any] = {}
         self._eval: Any = None
         self._eval_range: tuple[float, float] | None = None
+        self._val: Any = None
         self.cost_range: tuple[float, float] | None = None  # from the clients' hello
         self.logged: dict[int, np.ndarray] = {}  # client -> its logged rows per model (hello)
 
@@ -119,6 +124,20 @@ class FederatedRun:
         if list(router.models) != list(test.models):
             test = test.select_models(list(router.models))
         return router_auc(router, test, self._eval_range)
+
+    def _server_val_auc(self, router: Any) -> float | None:
+        """The router's AUC on the experimenter's validation set (simulation only, on the test
+        pool's cost range): recorded per round, never used to train or to pick the saved
+        router; the report derives the round validation would choose from it."""
+        if not self.cfg.server_eval:
+            return None
+        if self._val is None:
+            self._server_auc(router)  # sets the cost range
+            self._val = experiment_validation(self.cfg)
+        val = self._val
+        if list(router.models) != list(val.models):
+            val = val.select_models(list(router.models))
+        return router_auc(router, val, self._eval_range)
 
     def _hook(self, stage: str, rnd: int, auc: float | None) -> None:
         if self.on_round is not None:
@@ -245,7 +264,10 @@ class FederatedRun:
                 {k: torch.as_tensor(v) for k, v in arrays_of(arrays).items()}
             )
             auc = self._server_auc(router)
-            self.history["rounds"].append({"stage": stage, "round": rnd, "auc": auc})
+            val_auc = self._server_val_auc(router)
+            self.history["rounds"].append(
+                {"stage": stage, "round": rnd, "auc": auc, "val_auc": val_auc}
+            )
             self._hook(stage, rnd, auc)
             return MetricRecord({"auc": auc}) if auc is not None else None
 

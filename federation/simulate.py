@@ -13,8 +13,14 @@ Every AUC in a report is on one scale: ``common_range_auc`` over the global test
 cheapest-to-dearest model cost range (log axis), also for client test sets, the validation set
 and the single-model hull (reported beside the routers).
 
-Compute is matched: the centralised and local MLPs train for rounds x participation x local
-epochs epochs, what an average client's data sees in FedAvg. K-means: K = 30 centralised, 8 local,
+The centralised MLP baseline (``centralized``) has the federated router's head and is chosen
+like the federated method, on validation AUC alone: lr from the values the federated lr was
+chosen among, epochs by early stopping (:func:`train_central_selected`; the choice and every
+candidate's validation curve in ``central_selection``). The earlier matched-compute baseline
+(the run's lr, rounds x participation x local epochs epochs, what an average client's data sees
+in FedAvg) stays beside it as ``centralized_matched``. The federated side of the same rule, the
+round with the best validation AUC, is in ``federated_round_by_validation`` (the saved router is
+the last round's). Local MLPs train for the matched epochs. K-means: K = 30 centralised, 8 local,
 15 local / 20 global federated (the paper's code).
 
 Usage::
@@ -24,6 +30,7 @@ Usage::
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import sys
@@ -45,6 +52,7 @@ from federation.routers import (
     MaskedRouter,
     PersonalisedRouter,
     hull_auc,
+    paired_bootstrap,
     router_auc,
     router_curve,
     single_models,
@@ -53,11 +61,14 @@ from training.data.matrix import EvalMatrix
 from training.evaluation.metrics import pool_cost_range, upper_hull
 from training.routers.base import Router
 from training.routers.kmeans import KMeansConfig, KMeansRouter, train_kmeans_router
-from training.routers.mlp import MLPConfig
+from training.routers.mlp import MLPConfig, MLPRouter
 
 log = logging.getLogger(__name__)
 
 CENTRAL_K, LOCAL_K = 30, 8
+# The lrs the validation-selected centralised MLP tries: those the federated emb head's lr was
+# chosen from on validation (federation/grid.py EMB_LR, RESULTS.md notes).
+CENTRAL_LRS = (1e-3, 3e-4)
 
 
 def run_flower_simulation(
@@ -163,7 +174,71 @@ def personalise(cfg: FederationConfig, fed: Router, data: ClientData, local: Rou
     return PersonalisedRouter.fit(_as_full(fed, data.train), local, cal, local_for_errors=local_cal)
 
 
+def central_candidates(cfg: FederationConfig) -> tuple[tuple[float, ...], int]:
+    """The learning rates and the most epochs the validation-selected centralised MLP tries:
+    the lrs the federated lr was chosen from (``CENTRAL_LRS``, plus the run's own) and up to
+    one epoch per federated round (``rounds x local-epochs``, at least the matched epochs)."""
+    lrs = tuple(sorted({*CENTRAL_LRS, cfg.lr}, reverse=True))
+    return lrs, max(cfg.rounds * cfg.local_epochs, local_epochs_matched(cfg))
+
+
+def train_central_selected(
+    cfg: FederationConfig,
+    pooled: EvalMatrix,
+    val: EvalMatrix,
+    span: tuple[float, float],
+    keep: list[int] | None = None,
+) -> tuple[Router, dict[str, Any]]:
+    """The centralised MLP chosen on validation AUC alone, like the federated method: each lr
+    of :func:`central_candidates` trains for the most epochs, the validation AUC (common cost
+    range ``span``) is measured after every epoch, and the (lr, epochs) with the highest one is
+    kept (early stopping; ties go to fewer epochs, then the larger lr). ``keep``: the model
+    columns it may route to (others: never chosen, as in the report). Returns the router and
+    the record of the choice (every candidate's validation curve)."""
+    lrs, max_epochs = central_candidates(cfg)
+    moments = pooled_moments([log_cost_moments(pooled)])
+    curves: dict[str, list[float]] = {}
+    best: tuple[float, float, int, dict[str, Any]] | None = None  # (auc, lr, epochs, state)
+
+    def masked(r: Router) -> Router:
+        return r if keep is None else MaskedRouter(r, keep)
+
+    proto: MLPRouter | None = None
+    for lr in lrs:
+        mcfg = MLPConfig(
+            hidden=cfg.hidden, lr=lr, batch_size=cfg.batch_size, epochs=max_epochs, seed=cfg.seed
+        )
+        curve: list[float] = []
+
+        def after(router: MLPRouter, done: int, lr: float = lr, curve: list[float] = curve) -> None:
+            nonlocal best
+            auc = router_auc(masked(router), _test_for(router, val), span)
+            curve.append(auc)
+            if best is None or auc > best[0]:
+                best = (auc, lr, done, copy.deepcopy(router.net.state_dict()))
+
+        proto = train_mlp(pooled, mcfg, spec_of(cfg), cost_moments=moments, after_epoch=after)
+        curves[f"{lr:g}"] = curve
+    assert best is not None and proto is not None
+    auc, lr, epochs, state = best
+    proto.net.load_state_dict(state)
+    proto.cfg = replace(proto.cfg, lr=lr, epochs=epochs)
+    record = {
+        "rule": "lr and epochs chosen on validation AUC (common cost range), early stopping",
+        "lr": lr,
+        "epochs": epochs,
+        "val_auc": auc,
+        "candidate_lrs": list(lrs),
+        "max_epochs": max_epochs,
+        "val_auc_per_epoch": curves,
+    }
+    return masked(proto), record
+
+
 def train_central(cfg: FederationConfig, pooled: EvalMatrix) -> Router:
+    """The centralised router at matched compute (MLP: the run's lr, rounds x participation x
+    local epochs epochs); the report's MLP baseline is :func:`train_central_selected`, this one
+    stays beside it as ``centralized_matched``."""
     if cfg.router == "mlp":
         mcfg = MLPConfig(
             hidden=cfg.hidden, lr=cfg.lr, batch_size=cfg.batch_size,
@@ -200,7 +275,17 @@ def _test_for(router: Router, test: EvalMatrix) -> EvalMatrix:
 def simulate(
     cfg: FederationConfig, out: Path, *, progress: bool = True, verbose: bool = False
 ) -> dict[str, Any]:
-    """The whole experiment; writes ``out/report.json``, ``out/summary.md`` and plots."""
+    """The whole experiment; writes ``out/report.json``, ``out/summary.md`` and plots. The
+    numerical libraries' thread pools are held at one thread, so the figures computed in this
+    process (centralised, local and personalised routers, K-means, embeddings) do not depend on
+    the machine's core count or ``OMP_NUM_THREADS``; the Ray workers run one thread each."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1):
+        return _simulate(cfg, out, progress=progress, verbose=verbose)
+
+
+def _simulate(cfg: FederationConfig, out: Path, *, progress: bool, verbose: bool) -> dict[str, Any]:
     t0 = time.time()
     out.mkdir(parents=True, exist_ok=True)
     parts = experiment_partition(cfg)
@@ -222,11 +307,17 @@ def simulate(
     pooled = pooled_train(parts)
     central = train_central(cfg, pooled)
     unlogged = [m for j, m in enumerate(pooled.models) if not pooled.observed[:, j].any()]
+    logged = [j for j, m in enumerate(pooled.models) if m not in unlogged]
     if unlogged and cfg.router == "mlp":  # no client logged them: their heads never trained
         log.info("models nobody logged, never chosen: %s", unlogged)
         fed = MaskedRouter(fed, [j for j, m in enumerate(fed.models) if m not in unlogged])
-        central = MaskedRouter(
-            central, [j for j, m in enumerate(central.models) if m not in unlogged]
+        central = MaskedRouter(central, logged)
+    central_matched: Router | None = None
+    selection: dict[str, Any] | None = None
+    if cfg.router == "mlp":  # the like-for-like baseline: chosen on validation, same head
+        central_matched = central
+        central, selection = train_central_selected(
+            cfg, pooled, val, span, logged if unlogged else None
         )
     step.update(1)
     local: list[Router] = []
@@ -249,6 +340,9 @@ def simulate(
         }
 
     auc, val_auc = aucs_on(test), aucs_on(val)
+    if central_matched is not None:
+        auc["centralized_matched"] = auc_of(central_matched, test)
+        val_auc["centralized_matched"] = auc_of(central_matched, val)
     client_auc: dict[str, list[float]] = {
         "federated": [], "centralized": [], "local": [], "personalized": [], "hull": [],
     }  # fmt: skip
@@ -266,6 +360,14 @@ def simulate(
         if per < w - 1e-12
     }
     best_local = max(auc["local"])
+    best_idx = int(np.argmax(auc["local"]))
+
+    def gap(a: Router, b: Router) -> dict[str, float]:
+        # on the model columns both routers know (an expansion run's baselines never saw the
+        # new model)
+        data = test.select_models([m for m in test.models if m in a.models and m in b.models])
+        return paired_bootstrap(_as_full(a, data), _as_full(b, data), data, span, seed=cfg.seed)
+
     report: dict[str, Any] = {
         "config": asdict(cfg),
         "auc_definition": (
@@ -312,9 +414,21 @@ def simulate(
             "personalized_at_least_worse_of_two": len(parts) - len(shortfall),
             "personalized_shortfall": shortfall,
         },
+        "bootstrap": {
+            "what": "paired bootstrap over the global test queries (200 resamples, run seed): "
+            "federated minus centralised, and minus the best local router (the one with the "
+            "highest test AUC, kept fixed)",
+            "federated_minus_centralized": gap(fed, central),
+            "federated_minus_best_local": gap(fed, local[best_idx]),
+        },
         "rounds": run.history.get("rounds", []),
         "aggregation": run.history.get("aggregation", {}),
     }
+    if selection is not None:
+        report["central_selection"] = selection
+    by_val = round_by_validation(report["rounds"])
+    if by_val is not None:
+        report["federated_round_by_validation"] = by_val
     if "model_embedding" in run.history:  # head=embedding: what the fixed embeddings hold
         report["model_embedding"] = run.history["model_embedding"]
     if cfg.expand_model:
@@ -377,6 +491,24 @@ def simulate(
     write_plots(report, out)
     write_summary(report, out / "summary.md")
     return report
+
+
+def round_by_validation(rounds: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The federated training round validation would choose (highest validation AUC, ties to
+    the earlier round) and that round's test AUC, from the per-round figures the ServerApp
+    records: the federated side of early stopping on validation. The saved router stays the
+    last round's; this only says what the same selection rule as the centralised baseline's
+    would give. None without per-round validation figures (K-means, server-eval off)."""
+    train = [r for r in rounds if r["stage"] == "train" and r.get("val_auc") is not None]
+    if not train:
+        return None
+    best = max(train, key=lambda r: (r["val_auc"], -r["round"]))
+    return {
+        "round": best["round"],
+        "of_rounds": max(r["round"] for r in train),
+        "val_auc": best["val_auc"],
+        "test_auc": best["auc"],
+    }
 
 
 def _aligned_full(p: ClientData, models: list[str]) -> ClientData:

@@ -11,15 +11,25 @@ from typing import Any
 
 import numpy as np
 import pytest
+from threadpoolctl import threadpool_limits
 
+from federation.client_app import spec_of
 from federation.data_source import experiment_partition
-from federation.local import kmeans_pass1, kmeans_pass2
+from federation.local import (
+    kmeans_pass1,
+    kmeans_pass2,
+    log_cost_moments,
+    pooled_moments,
+    train_mlp,
+)
 from federation.partition import global_test, pooled_train
-from federation.simulate import simulate
+from federation.routers import paired_bootstrap, router_auc
+from federation.simulate import CENTRAL_LRS, simulate
 from tests.federation.conftest import small
 from training.evaluation.metrics import log_loss
 from training.routers.base import load_router
 from training.routers.kmeans import KMeansRouter, global_centres
+from training.routers.mlp import MLPConfig
 
 SEEDS = (0, 1, 2)
 
@@ -76,13 +86,54 @@ def test_federated_kmeans_orderings_over_seeds(kmeans_reports) -> None:
 
 def test_report_files_and_per_client_auc(mlp_reports, tmp_path_factory) -> None:
     r = mlp_reports[0]
-    assert set(r["auc"]) == {"federated", "centralized", "local", "hull"}
+    assert set(r["auc"]) == {"federated", "centralized", "centralized_matched", "local", "hull"}
     assert len(r["auc"]["local"]) == 4 and set(r["val_auc"]) == set(r["auc"])
     assert len(r["client_auc"]["federated"]) == 4
     assert all(0 < a <= 1 for a in r["client_auc"]["federated"])
     # every client trained in every round (participation 1.0); nothing was rejected
     agg = r["aggregation"]["train"]
     assert all(a["clients"] == [0, 1, 2, 3] and not a["rejected"] for a in agg)
+
+
+def test_centralised_mlp_is_chosen_on_validation_alone(mlp_reports) -> None:
+    """The centralised baseline's lr and epochs are the argmax of the validation curves it
+    records, and the chosen router is exactly a fresh run trained for that many epochs at that
+    lr (early stopping keeps a prefix of the run); the federated side of the same rule, the
+    round with the best validation AUC, is read off the recorded rounds."""
+    cfg = small(router="mlp", seed=0)
+    r = mlp_reports[0]
+    sel = r["central_selection"]
+    curves = sel["val_auc_per_epoch"]
+    assert sorted(curves) == sorted(f"{lr:g}" for lr in CENTRAL_LRS)
+    assert all(len(c) == cfg.rounds for c in curves.values())
+    best = max(max(c) for c in curves.values())
+    assert sel["val_auc"] == best == curves[f"{sel['lr']:g}"][sel["epochs"] - 1]
+    assert r["val_auc"]["centralized"] == pytest.approx(best, abs=1e-12)
+    parts = experiment_partition(cfg)
+    test = global_test(parts)
+    pooled = pooled_train(parts)
+    mcfg = MLPConfig(hidden=cfg.hidden, lr=sel["lr"], epochs=sel["epochs"], seed=cfg.seed)
+    with threadpool_limits(1):  # as simulate() trains it
+        again = train_mlp(
+            pooled, mcfg, spec_of(cfg), cost_moments=pooled_moments([log_cost_moments(pooled)])
+        )
+    span = tuple(r["cost_range"])
+    assert router_auc(again, test, span) == pytest.approx(r["auc"]["centralized"], abs=1e-9)
+    by_val = r["federated_round_by_validation"]
+    train = [x for x in r["rounds"] if x["stage"] == "train"]
+    assert by_val["val_auc"] == max(x["val_auc"] for x in train)
+    assert by_val["test_auc"] == train[by_val["round"]]["auc"]
+    boot = r["bootstrap"]["federated_minus_centralized"]
+    fed_minus_cen = r["auc"]["federated"] - r["auc"]["centralized"]
+    assert boot["gap"] == pytest.approx(fed_minus_cen, abs=1e-9)
+    assert boot["sd"] > 0 and boot["lo"] < boot["hi"] and 0 <= boot["share_above"] <= 1
+
+
+def test_paired_bootstrap_of_a_router_against_itself_is_zero(kmeans_dir: Path) -> None:
+    router = load_router(kmeans_dir / "0" / "federated" / "router.pt")
+    test = global_test(experiment_partition(small(router="kmeans", seed=0)))
+    b = paired_bootstrap(router, router, test, (1e-4, 5e-3), n=20, seed=0)
+    assert b["gap"] == 0 and b["sd"] == 0 and b["share_above"] == 0
 
 
 def test_kmeans_two_passes_in_flower_equal_the_direct_computation(
