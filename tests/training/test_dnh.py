@@ -98,3 +98,23 @@ def test_calibration_stays_identity_without_evidence_and_fits_a_slope_with_it() 
     a_few, b_few = calibrate_prior(q[:8], y[:8], 1e6)  # a huge penalty keeps the identity
     assert abs(a_few - 1.0) < 1e-3 and abs(b_few) < 1e-3
     assert np.allclose(apply_calibration(q[:50], 1.0, 0.0), q[:50], atol=1e-6)
+
+
+def test_lambda_sweeps_match_the_per_lambda_decisions() -> None:
+    from training.evaluation import metrics as mt
+    from training.evaluation.generalization import choose_sweep, dnh_sweep
+
+    rng = np.random.default_rng(4)
+    p = _preds(rng, 300)
+    p[:50, 1] = p[:50, 0]  # ties
+    sd = rng.uniform(0.0, 0.3, size=p.shape).astype(np.float32)
+    cost = rng.choice([1e-5, 1e-3, 1e-2], size=p.shape).astype(np.float32)
+    lams = mt.LAMBDAS[::4]
+    means, mcost = p.mean(0), cost.mean(0)
+    defaults = np.array([utility_default(means, mcost, float(lam)) for lam in lams])
+    sweep = dnh_sweep(p, sd, cost, lams, defaults, 0.2, 0.02)
+    for i, lam in enumerate(lams):
+        assert np.array_equal(sweep[i], decide_dnh(p, sd, cost, float(lam), defaults[i], 0.2, 0.02))
+    plain = choose_sweep(p, cost, lams)
+    for i, lam in enumerate(lams):
+        assert np.array_equal(plain[i], mt.choose(p, cost, float(lam)))

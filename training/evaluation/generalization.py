@@ -426,7 +426,9 @@ def predict_model(
                 W = evidence_weight(nn_sim, k, beta)
                 sd[name] = prediction_sd(out[name], ev.n, W, KRParams(k, beta, alpha, alpha_g))
     if configs is not None:  # the dnh methods' own LOCUS-KR configs (chosen apart from locus_kr)
-        for key in ("dnh", "dnh_auc"):
+        for key in ("dnh", "dnh_auc", "dnh_auc_all"):
+            if key not in configs:
+                continue
             k, beta, alpha, alpha_g = configs[key][:4]
             name = _kr_name("locus_kr", (k, beta, alpha, alpha_g))
             if name not in out:
@@ -595,29 +597,63 @@ def validation_scores(m: EvalMatrix, fold: Fold, fp: FoldPreds) -> dict[str, flo
                 for mg in margins:
                     ch = method_choice(P, zero, means, 0.0, mg)
                     sums.setdefault(f"{key}@{mg}", []).append(route_acc(ch, T))
-            dnh_validation(fp, preds, cols, sums)
+            dnh_validation(fp, preds, cols, sums, with_seen)
     return {k: float(np.mean(v)) for k, v in sums.items()}
 
 
+def dnh_sweep(
+    P: Array, S: Array, C: Array, lams: npt.ArrayLike, defaults: IntArray, gamma: float,
+    margin: float,
+) -> IntArray:  # fmt: skip
+    """``decide_dnh`` at every lambda at once: choices [L, Q] (lambda l with default defaults[l])."""
+    lam = np.asarray(lams, dtype=np.float64)[:, None, None]
+    d = np.asarray(defaults, dtype=np.int64)
+    P64, S64 = P.astype(np.float64), S.astype(np.float64)
+    util = P64[None] - lam * C.astype(np.float64)[None]  # [L, Q, M]
+    idx = np.broadcast_to(d[:, None, None], (len(d), util.shape[1], 1))
+    gain = util - np.take_along_axis(util, idx, axis=2)
+    sd_d = S64[:, d].T[:, :, None]  # [L, Q, 1]
+    lcb = gain - gamma * np.sqrt(S64[None] ** 2 + sd_d**2) - margin
+    np.put_along_axis(lcb, idx, 0.0, axis=2)
+    best = lcb.argmax(axis=2)
+    top = np.take_along_axis(lcb, best[:, :, None], axis=2)[:, :, 0]
+    return np.where(top > 0.0, best, d[:, None]).astype(np.int64)
+
+
+def choose_sweep(P: Array, C: Array, lams: npt.ArrayLike) -> IntArray:
+    """``metrics.choose`` at every lambda at once (ties to the cheaper model): choices [L, Q]."""
+    lam = np.asarray(lams, dtype=np.float64)[:, None, None]
+    util = P.astype(np.float64)[None] - lam * C.astype(np.float64)[None]
+    tied = util >= util.max(axis=2, keepdims=True) - 1e-12
+    return np.argmin(np.where(tied, C[None], np.inf), axis=2).astype(np.int64)
+
+
 def dnh_validation(
-    fp: FoldPreds, preds: list[ModelPred], cols: list[int], sums: dict[str, list[float]]
+    fp: FoldPreds,
+    preds: list[ModelPred],
+    cols: list[int],
+    sums: dict[str, list[float]],
+    with_seen: bool = False,
 ) -> None:
     """Validation figures of every dnh config (LOCUS-KR config x gamma x margin): lambda-0
     routing accuracy under "dnh|...@margin" and frontier AUC over the pool's common cost range
     (``VAL_LAMBDAS``) under "dnhauc|...@margin"; and the served rule's frontier AUC (fixed
-    best-average default and margin) under "krauc|...@margin", to compare the two on validation."""
+    best-average default and margin) under "krauc|...@margin", to compare the two on validation.
+    In the pool with seen models the frontier AUCs are also kept apart ("dnhaucall|...@margin",
+    "kraucall|...@margin"): the pool a gateway routes in, where the issue's frontier target is."""
     T, Cq = fp.q_truth[:, cols], fp.q_cost[:, cols]
     lo, hi = mt.pool_cost_range(Cq)
+    Tn, Cn = np.nan_to_num(T, nan=0.0), np.nan_to_num(Cq, nan=0.0)
+    rows = np.arange(len(T))[None, :]
     means = np.array([p.mean for p in preds])
     mcost = np.array([p.mean_cost for p in preds])
     C = np.stack([p.cost for p in preds], 1)
     zero = np.zeros_like(C)
     d0 = utility_default(means, mcost, 0.0)
-    defaults = [utility_default(means, mcost, float(lam)) for lam in VAL_LAMBDAS]
+    defaults = np.array([utility_default(means, mcost, float(lam)) for lam in VAL_LAMBDAS])
 
-    def auc(choices: list[IntArray]) -> float:
-        pts = [mt.realised(ch, T, Cq) for ch in choices]
-        fa, fc = np.array([a for a, _ in pts]), np.array([c for _, c in pts])
+    def auc(choices: IntArray) -> float:  # [L, Q] -> frontier AUC (as mt.realised per lambda)
+        fa, fc = Tn[rows, choices].mean(1), Cn[rows, choices].mean(1)
         return mt.common_range_auc(fc, fa, lo, hi)
 
     for key in preds[0].sd:
@@ -628,14 +664,15 @@ def dnh_validation(
             name = f"{body},gamma={gamma}@{mg}"
             ch0 = decide_dnh(P, S, zero, 0.0, d0, gamma, mg)
             sums.setdefault(f"dnh|{name}", []).append(route_acc(ch0, T))
-            ch = [
-                decide_dnh(P, S, C, float(lam), d, gamma, mg)
-                for lam, d in zip(VAL_LAMBDAS, defaults, strict=True)
-            ]
-            sums.setdefault(f"dnhauc|{name}", []).append(auc(ch))
+            a = auc(dnh_sweep(P, S, C, VAL_LAMBDAS, defaults, gamma, mg))
+            sums.setdefault(f"dnhauc|{name}", []).append(a)
+            if with_seen:
+                sums.setdefault(f"dnhaucall|{name}", []).append(a)
         for mg in MARGINS:
-            ch = [method_choice(P, C, means, float(lam), mg) for lam in VAL_LAMBDAS]
-            sums.setdefault(f"krauc|{body}@{mg}", []).append(auc(ch))
+            a = auc(choose_sweep(penalise(P, means, mg), C, VAL_LAMBDAS))
+            sums.setdefault(f"krauc|{body}@{mg}", []).append(a)
+            if with_seen:
+                sums.setdefault(f"kraucall|{body}@{mg}", []).append(a)
 
 
 def select_configs(val: dict[str, dict[str, float]], fold: str) -> dict[str, Any]:
@@ -668,6 +705,7 @@ def select_configs(val: dict[str, dict[str, float]], fold: str) -> dict[str, Any
         out[f"{prefix}_nomargin_val"] = mean[f"{key.split('@')[0]}@0.0"]
         if prefix == "locus_kr" and f"krauc|{body}@{mg}" in mean:  # its validation frontier
             out["locus_kr_val_auc"] = mean[f"krauc|{body}@{mg}"]
+            out["locus_kr_val_auc_all"] = mean.get(f"kraucall|{body}@{mg}")
     if any(k.startswith("blend_kr|") for k in keys):
         key, score = best("blend_kr")
         body, mg = key.split("|")[1].split("@")
@@ -676,7 +714,7 @@ def select_configs(val: dict[str, dict[str, float]], fold: str) -> dict[str, Any
                            float(vals["alpha"]), float(vals["alpha_g"]))  # fmt: skip
         out["blend_kr_margin"] = float(mg)
         out["blend_kr_val"] = score
-    for prefix, name in (("dnh", "dnh"), ("dnhauc", "dnh_auc")):
+    for prefix, name in (("dnh", "dnh"), ("dnhauc", "dnh_auc"), ("dnhaucall", "dnh_auc_all")):
         if any(k.startswith(prefix + "|") for k in keys):
             key, score = best(prefix)
             body, mg = key.split("|")[1].split("@")
@@ -687,6 +725,8 @@ def select_configs(val: dict[str, dict[str, float]], fold: str) -> dict[str, Any
             out[f"{name}_val"] = score
             other = "dnhauc" if prefix == "dnh" else "dnh"  # its figure on the other criterion
             out[f"{name}_val_{'auc' if prefix == 'dnh' else 'acc'}"] = mean[f"{other}|{body}@{mg}"]
+            if f"dnhaucall|{body}@{mg}" in mean:
+                out[f"{name}_val_auc_all"] = mean[f"dnhaucall|{body}@{mg}"]
     if any(k.startswith("cal_kr|") for k in keys):
         key, score = best("cal_kr")
         body, mg = key.split("|")[1].split("@")
@@ -735,6 +775,10 @@ def test_metrics(
         "cal_kr": (_cal_name(configs["cal_kr"]), configs["cal_kr_margin"]),
         "dnh": (_kr_name("locus_kr", configs["dnh"][:4]), configs["dnh_margin"]),
         "dnh_auc": (_kr_name("locus_kr", configs["dnh_auc"][:4]), configs["dnh_auc_margin"]),
+        "dnh_auc_all": (
+            _kr_name("locus_kr", configs.get("dnh_auc_all", configs["dnh_auc"])[:4]),
+            configs.get("dnh_auc_all_margin", configs["dnh_auc_margin"]),
+        ),
         "avg_lam": ("best_avg", 0.0),
         "locus": ("locus", 0.0),
         "mf": ("mf", 0.0),
@@ -742,7 +786,11 @@ def test_metrics(
         "ridge": (f"ridge|{configs['ridge']}", 0.0),
         "best_avg": ("best_avg", 0.0),
     }
-    gammas = {"dnh": configs["dnh"][4], "dnh_auc": configs["dnh_auc"][4]}
+    gammas = {
+        "dnh": configs["dnh"][4],
+        "dnh_auc": configs["dnh_auc"][4],
+        "dnh_auc_all": configs.get("dnh_auc_all", configs["dnh_auc"])[4],
+    }
 
     def choice(name: str, key: str, mg: float, preds: list[ModelPred], P: Array, C: Array,
                lam: float) -> IntArray:  # fmt: skip
