@@ -3,7 +3,10 @@
 The lifespan (``service.app.create_app``) builds every long-lived collaborator once and puts it
 on ``app.state`` under the name below; routes take only what they use, through these aliases,
 so a test replaces one with ``app.dependency_overrides[get_engine] = lambda: fake``. Nothing here
-imports the app factory.
+imports the app factory. The getters are ``async def`` though none awaits: FastAPI runs a plain
+``def`` dependency in its thread pool, a hand-off per dependency per request (``junction bench
+gateway``, concurrency 1, median of 3-4 runs: concrete-model overhead p50 1.07 ms with plain
+``def`` getters, 0.67 ms with these; docs/issue12_bench.md).
 
 Usage::
 
@@ -35,11 +38,11 @@ from service.state import StateStore
 from service.upstream.health import BackendHealth
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_database(request: Request) -> Database:
+async def get_database(request: Request) -> Database:
     return request.app.state.db
 
 
@@ -50,59 +53,61 @@ async def get_session(
         yield s
 
 
-def get_store(request: Request) -> StateStore:
+async def get_store(request: Request) -> StateStore:
     return request.app.state.store
 
 
-def get_auth(request: Request) -> Authenticator:
+async def get_auth(request: Request) -> Authenticator:
     return request.app.state.auth
 
 
-def get_metrics(request: Request) -> Metrics:
+async def get_metrics(request: Request) -> Metrics:
     return request.app.state.metrics
 
 
-def get_engine(request: Request) -> RoutingEngine:
+async def get_engine(request: Request) -> RoutingEngine:
     return request.app.state.engine
 
 
-def get_locus(request: Request) -> ModelEmbedder:
+async def get_locus(request: Request) -> ModelEmbedder:
     return request.app.state.locus
 
 
-def get_health(request: Request) -> BackendHealth:
+async def get_health(request: Request) -> BackendHealth:
     return request.app.state.health
 
 
-def get_accounting(request: Request) -> Accounting:
+async def get_accounting(request: Request) -> Accounting:
     return request.app.state.accounting
 
 
-def get_catalog(request: Request) -> Catalog:
+async def get_catalog(request: Request) -> Catalog:
     return request.app.state.catalog
 
 
-def get_openai(request: Request) -> OpenAIServing:
+async def get_openai(request: Request) -> OpenAIServing:
     return request.app.state.openai
 
 
-def get_routers(request: Request) -> RouterRegistry:
+async def get_routers(request: Request) -> RouterRegistry:
     return request.app.state.routers
 
 
-def get_models(db: Annotated[Database, Depends(get_database)]) -> ModelRepository:
+async def get_models(db: Annotated[Database, Depends(get_database)]) -> ModelRepository:
     return ModelRepository(db)
 
 
-def get_keys(db: Annotated[Database, Depends(get_database)]) -> KeyRepository:
+async def get_keys(db: Annotated[Database, Depends(get_database)]) -> KeyRepository:
     return KeyRepository(db)
 
 
-def get_evaluation_repo(db: Annotated[Database, Depends(get_database)]) -> EvaluationRepository:
+async def get_evaluation_repo(
+    db: Annotated[Database, Depends(get_database)],
+) -> EvaluationRepository:
     return EvaluationRepository(db)
 
 
-def get_evaluations(
+async def get_evaluations(
     repo: Annotated[EvaluationRepository, Depends(get_evaluation_repo)],
     models: Annotated[ModelRepository, Depends(get_models)],
     catalog: Annotated[Catalog, Depends(get_catalog)],
@@ -114,7 +119,7 @@ def get_evaluations(
     )
 
 
-def get_status(request: Request) -> dict[str, Any]:
+async def get_status(request: Request) -> dict[str, Any]:
     """The replica's status flags (``ready``, ``db_busy_until``), shared with the middleware."""
     return request.app.state.status
 

@@ -48,7 +48,7 @@ router = APIRouter(prefix="/dashboard", tags=["dashboard"], include_in_schema=Fa
 api = APIRouter(prefix="/api", dependencies=[Depends(admin_principal)])
 
 
-def get_data(request: Request) -> DashboardData:
+async def get_data(request: Request) -> DashboardData:
     data = getattr(request.app.state, "dashboard", None)
     if data is None:
         data = request.app.state.dashboard = DashboardData()
@@ -58,7 +58,7 @@ def get_data(request: Request) -> DashboardData:
 DataDep = Annotated[DashboardData, Depends(get_data)]
 
 
-def get_gateway(request: Request) -> GatewayView:
+async def get_gateway(request: Request) -> GatewayView:
     """The dashboard's figures span most collaborators: it reads the lifespan's ``Components``
     through the narrow ``GatewayView`` protocol (the gateway's API routes take one typed
     dependency each)."""
