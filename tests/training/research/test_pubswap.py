@@ -10,20 +10,31 @@ import pytest
 from training.research.jobs import run_job
 from training.research.pubswap.config import PubSwapConfig
 from training.research.pubswap.grpo import group_advantages, swap_group
-from training.research.pubswap.rewards import exact_match, normalise
-from training.research.pubswap.tasks import TASKS, task_data
+from training.research.pubswap.rewards import answer_of, exact_match, first_line, is_correct
+from training.research.pubswap.tasks import EXAMPLES, TASKS, render, task_data
 from training.research.pubswap.train import PAD, aggregate_rlvr, drift, public_groups, schedule
 
 
-def test_exact_match_rewards():
-    got = exact_match(
-        ["12", " 12.\nmore", "The answer is 12", "CAT", "cat", "Yes.", "no", "'58'"],
-        answer=["12", "12", "12", "CAT", "CAT", "yes", "yes", "58"],
-    )
-    assert got == [1.0, 1.0, 0.0, 1.0, 0.0, 1.0, 0.0, 1.0]
-    assert normalise('  "DOG"!  ') == "DOG"
+def test_exact_match_rewards_grade_the_first_word_only():
+    completions = [
+        " 12", " 12.\nmore", " 12, which is", "The answer is 12", " 1", " 120", "12+3", "\n\n12",
+        " CAT", " cat", " CATS.", " Yes.", " no", " '58'", " **58**", "", " 58 or 67",
+    ]  # fmt: skip
+    answers = [
+        "12", "12", "12", "12", "12", "12", "12", "12",
+        "CAT", "CAT", "CAT", "yes", "yes", "58", "58", "58", "58",
+    ]  # fmt: skip
+    want = [1, 1, 1, 0, 0, 0, 0, 1, 1, 0, 0, 1, 0, 1, 1, 0, 1]
+    assert exact_match(completions, answer=answers) == [float(w) for w in want]
+    assert answer_of('  "DOG"!  rest') == "DOG"
+    # the first version's rule: the whole first line must be the answer
+    assert first_line(" 12, which is") == "12, which is"
+    assert not is_correct(" 12, which is", "12", rule="first_line")
+    assert is_correct(" 12.\nmore", "12", rule="first_line")
     with pytest.raises(ValueError):
         exact_match(["1"], answer=["1", "2"])
+    with pytest.raises(ValueError):
+        is_correct("1", "1", rule="lenient")
 
 
 def test_tasks_are_correct_heterogeneous_and_disjoint():
@@ -39,6 +50,32 @@ def test_tasks_are_correct_heterogeneous_and_disjoint():
         if it.task == "parity":
             n = int(it.prompt.split()[1])
             assert it.answer == ("yes" if n % 2 == 0 else "no")
+    # the one-shot examples are never drawn into a set
+    examples = {ex.prompt for ex in EXAMPLES.values()}
+    assert not examples & {it.prompt for it in data.test + data.public}
+    assert not examples & {it.prompt for p in data.private for it in p}
+
+
+def test_oneshot_prompt_shows_a_solved_example_and_opens_the_reply():
+    data = task_data(seed=0, clients=4, per_client=2, public_per_task=1, test_per_task=1)
+    for it in data.test:
+        ex = EXAMPLES[it.task]
+        text = render(it, "oneshot")
+        # example question, its solved reply, the question, then the reply's opening
+        assert text.startswith(f"<|im_start|>user\n{ex.prompt}<|im_end|>\n")
+        assert f"<|im_start|>assistant\n{ex.prefill} {ex.answer}<|im_end|>\n" in text
+        assert text.endswith(
+            f"<|im_start|>user\n{it.prompt}<|im_end|>\n<|im_start|>assistant\n{it.prefill}"
+        )
+        assert it.answer not in it.prefill.split()  # the opening does not give the answer away
+        assert (
+            render(it, "plain")
+            == f"<|im_start|>user\n{it.prompt}<|im_end|>\n<|im_start|>assistant\n"
+        )
+        # the example's reply graded as a completion of its opening is correct
+        assert is_correct(f" {ex.answer}", ex.answer)
+    with pytest.raises(ValueError):
+        render(data.test[0], "fewshot")
 
 
 def test_swap_rule_replaces_only_own_incorrect_with_others_correct():
@@ -114,3 +151,70 @@ def test_quick_path_on_a_tiny_model_writes_the_report(tmp_path):
     }  # fmt: skip
     assert set(report["results"]["accuracy"]) == {"local", "fedavg", "pubswap", "swapall"}
     assert (tmp_path / "drift.png").stat().st_size > 0
+
+
+def _tiny_policy():
+    import torch
+
+    from training.research.pubswap.train import _policy
+    from training.research.smollm import adapter_arrays, set_adapter_arrays
+
+    model, tok = _policy("tiny-random", 2, 1, 0)
+    rng = np.random.default_rng(1)  # non-zero LoRA B, so the adapters change the prompt's K/V
+    set_adapter_arrays(
+        model,
+        {
+            k: rng.normal(0, 0.5, v.shape).astype(np.float32)
+            for k, v in adapter_arrays(model).items()
+        },
+    )
+    torch.manual_seed(0)
+    return model, tok
+
+
+def test_shared_prompt_logprobs_equal_full_sequence_forward_passes():
+    import torch
+
+    from training.research.pubswap.grpo import completion_logprobs
+
+    model, _ = _tiny_policy()
+    prompts = [[5, 6, 7, 8, 9], [11, 12], [5, 6, 7, 8, 9], [11, 12]]  # repeats, different lengths
+    comps = [[20, 21, 22], [30], [23, 24], [31, 32, 33, 34]]
+    logp, mask = completion_logprobs(model, prompts, comps)
+    assert mask.sum(1).tolist() == [3, 1, 2, 4]
+    for i, (p, c) in enumerate(zip(prompts, comps, strict=True)):
+        with torch.no_grad():
+            logits = model(input_ids=torch.tensor([p + c])).logits[0, len(p) - 1 : -1]
+        want = torch.log_softmax(logits.float(), -1).gather(-1, torch.tensor(c)[:, None])[:, 0]
+        torch.testing.assert_close(logp[i, : len(c)].detach(), want, atol=1e-4, rtol=1e-4)
+    # gradients reach the LoRA parameters through the shared prompt state
+    (-logp[mask].sum()).backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert any(g is not None and float(g.abs().sum()) > 0 for g in grads)
+    model.zero_grad()
+
+
+def test_decoding_matches_transformers_greedy_and_is_seeded():
+    import torch
+
+    from training.research.pubswap.grpo import _decode_loop, sample
+
+    model, tok = _tiny_policy()
+    prompts = [[5, 6, 7, 8, 9], [11, 12]]
+    ours = _decode_loop(
+        model, prompts, [0, 1], max_new_tokens=4, eos=tok.eos_token_id, pad=tok.pad_token_id,
+        temperature=0.0, generator=None,
+    )  # fmt: skip
+    for p, got in zip(prompts, ours, strict=True):
+        with torch.no_grad():
+            ref = model.generate(
+                input_ids=torch.tensor([p]), do_sample=False, max_new_tokens=4,
+                pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
+            )[0, len(p) :].tolist()  # fmt: skip
+        assert got == ref
+    a = sample(model, tok, prompts, group=3, max_new_tokens=4, seed=7)
+    b = sample(model, tok, prompts, group=3, max_new_tokens=4, seed=7)
+    assert a == b and [len(g) for g in a] == [3, 3]
+    assert sample(model, tok, prompts, group=3, max_new_tokens=4, seed=8) != a
+    cold = sample(model, tok, prompts, group=2, max_new_tokens=4, seed=7, temperature=1e-6)
+    assert cold == [[ours[0]] * 2, [ours[1]] * 2]

@@ -6,6 +6,8 @@ Grouped by concern:
 - tasks: four verifiable task types (:mod:`.tasks`), client c holds type c mod 4 only;
   ``public_per_task`` shared public prompts per type; ``test_per_task`` test prompts per type
   (the global accuracy is the mean exact match over all four types, greedy decoding);
+  ``prompt_style`` how prompts are shown (:func:`~.tasks.render`: ``oneshot``, one solved example
+  and the opening of the reply, or ``plain``, the question alone);
 - RLVR: each local step samples ``group`` responses of at most ``max_new_tokens`` tokens at
   temperature 1 for ``prompts_per_step`` private prompts, then one GRPO step (:mod:`.grpo`);
   ``local_steps`` steps per round, ``rounds`` rounds, Adam at ``lr``;
@@ -18,6 +20,8 @@ Grouped by concern:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+from training.research.pubswap.tasks import STYLES
 
 METHODS = ("local", "fedavg", "pubswap", "swapall")
 
@@ -35,6 +39,10 @@ class PubSwapConfig:
     per_client: int = field(default=32, metadata={"help": "private prompts per client"})
     public_per_task: int = field(default=2, metadata={"help": "public prompts per task type"})
     test_per_task: int = field(default=16, metadata={"help": "test prompts per task type"})
+    prompt_style: str = field(
+        default="oneshot",
+        metadata={"help": "oneshot (one solved example + reply opening) or plain (question only)"},
+    )
     # RLVR
     group: int = field(default=4, metadata={"help": "responses per prompt (GRPO group)"})
     max_new_tokens: int = field(default=5, metadata={"help": "response length cap (tokens)"})
@@ -53,5 +61,7 @@ class PubSwapConfig:
         unknown = set(self.method_list()) - set(METHODS)
         if unknown:
             raise ValueError(f"unknown methods {sorted(unknown)}; known: {', '.join(METHODS)}")
+        if self.prompt_style not in STYLES:
+            raise ValueError(f"unknown prompt_style {self.prompt_style!r}; known: {STYLES}")
         if self.public_every < 1:
             raise ValueError("public_every must be >= 1")

@@ -21,9 +21,14 @@ baseline) does not vanish on a group made all-correct by the swap. Swapped-in re
 with the local policy's log-probabilities, no importance weight (the behaviour policy is another
 client's; stop-gradient on it, as the notes allow).
 
+Cost: the prompts (a one-shot example, ~60 tokens) are ten times longer than the responses
+(<= 5 tokens), so sampling and the step run each distinct prompt once and let its G responses
+share its keys and values (:func:`_prefix`), instead of G copies of the prompt; the numbers are
+those of running each full sequence (tests check both against plain forward passes).
+
 Usage::
 
-    groups = sample(model, tok, prompts, group=4, max_new_tokens=5, seed=0)
+    groups = sample(model, tok, encode(tok, items), group=4, max_new_tokens=5, seed=0)
     loss = policy_gradient_step(model, opt, prompt_ids, completions, advantages)
 """
 
@@ -34,11 +39,12 @@ from typing import Any
 
 import numpy as np
 
-from training.research.smollm import chat_prompt
+from training.research.pubswap.tasks import Item, render
 
 
-def encode(tok: Any, texts: Sequence[str]) -> list[list[int]]:
-    return [list(tok(chat_prompt(t), add_special_tokens=False)["input_ids"]) for t in texts]
+def encode(tok: Any, items: Sequence[Item], style: str = "oneshot") -> list[list[int]]:
+    """Token ids of each item's full prompt (:func:`~.tasks.render` in ``style``)."""
+    return [list(tok(render(it, style), add_special_tokens=False)["input_ids"]) for it in items]
 
 
 def _left_pad(seqs: Sequence[Sequence[int]], pad: int) -> tuple[Any, Any]:
@@ -63,6 +69,65 @@ def _cut(ids: Sequence[int], eos: int) -> list[int]:
     return out
 
 
+def _prefix(model: Any, prompt_ids: Sequence[Sequence[int]], rows: Sequence[int]) -> Any:
+    """Run each distinct prompt once and give every output row its prompt's state: (KV cache,
+    next-token logits, attention mask, prompt length), rows ``rows`` (prompt indices, repeats
+    allowed). Prompts are left-padded with explicit position ids, so a row's numbers do not
+    depend on the padding. Differentiable when called with gradients on (the LoRA layers change
+    the prompt's keys and values)."""
+    import torch
+
+    ids, mask = _left_pad(prompt_ids, 0)
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    out = model(
+        input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1
+    )
+    idx = torch.tensor(list(rows), dtype=torch.long)
+    cache = out.cache
+    cache.batch_select_indices(idx)
+    return cache, out.logits[idx, -1], mask[idx], mask.sum(-1)[idx]
+
+
+def _decode_loop(
+    model: Any,
+    prompt_ids: Sequence[Sequence[int]],
+    rows: Sequence[int],
+    *,
+    max_new_tokens: int,
+    eos: int,
+    pad: int,
+    temperature: float,
+    generator: Any,
+) -> list[list[int]]:
+    """Token-by-token decoding of one completion per row (``temperature`` 0: greedy), sharing
+    each prompt's forward pass across its rows; completions are cut after their first EOS."""
+    import torch
+
+    with torch.no_grad():
+        cache, logits, mask, plen = _prefix(model, prompt_ids, rows)
+        done = torch.zeros(len(rows), dtype=torch.bool)
+        steps = []
+        for t in range(max_new_tokens):
+            if temperature > 0:
+                probs = torch.softmax(logits.float() / temperature, dim=-1)
+                nxt = torch.multinomial(probs, 1, generator=generator)[:, 0]
+            else:
+                nxt = logits.argmax(-1)
+            nxt = torch.where(done, torch.full_like(nxt, pad), nxt)
+            steps.append(nxt)
+            done = done | (nxt == eos)
+            if t == max_new_tokens - 1 or bool(done.all()):
+                break
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+            out = model(
+                input_ids=nxt[:, None], attention_mask=mask, position_ids=(plen + t)[:, None],
+                cache=cache, use_cache=True,
+            )  # fmt: skip
+            logits = out.logits[:, -1]
+    toks = torch.stack(steps, dim=1).tolist()
+    return [_cut(r, eos) for r in toks]
+
+
 def sample(
     model: Any,
     tok: Any,
@@ -73,40 +138,59 @@ def sample(
     seed: int,
     temperature: float = 1.0,
 ) -> list[list[list[int]]]:
-    """``group`` sampled completions (token ids, through the first EOS) per prompt."""
+    """``group`` sampled completions (token ids, through the first EOS) per prompt: plain
+    ancestral sampling at ``temperature`` (no top-k or top-p)."""
     import torch
 
-    ids, mask = _left_pad(prompt_ids, tok.pad_token_id)
-    torch.manual_seed(seed)
-    with torch.no_grad():
-        out = model.generate(
-            input_ids=ids, attention_mask=mask, do_sample=True, temperature=temperature,
-            top_k=0, top_p=1.0, max_new_tokens=max_new_tokens, num_return_sequences=group,
-            pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
-        )  # fmt: skip
-    new = out[:, ids.shape[1] :].tolist()  # (P * G, T), prompts' groups contiguous
-    return [
-        [_cut(new[p * group + g], tok.eos_token_id) for g in range(group)]
-        for p in range(len(prompt_ids))
-    ]
+    gen = torch.Generator().manual_seed(int(seed))
+    rows = [p for p in range(len(prompt_ids)) for _ in range(group)]
+    flat = _decode_loop(
+        model, prompt_ids, rows, max_new_tokens=max_new_tokens, eos=tok.eos_token_id,
+        pad=tok.pad_token_id, temperature=temperature, generator=gen,
+    )  # fmt: skip
+    return [flat[p * group : (p + 1) * group] for p in range(len(prompt_ids))]
 
 
 def greedy(
     model: Any, tok: Any, prompt_ids: Sequence[Sequence[int]], *, max_new_tokens: int
 ) -> list[str]:
-    import torch
-
-    ids, mask = _left_pad(prompt_ids, tok.pad_token_id)
-    with torch.no_grad():
-        out = model.generate(
-            input_ids=ids, attention_mask=mask, do_sample=False, max_new_tokens=max_new_tokens,
-            pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
-        )  # fmt: skip
-    return [str(tok.decode(r, skip_special_tokens=True)) for r in out[:, ids.shape[1] :].tolist()]
+    flat = _decode_loop(
+        model, prompt_ids, range(len(prompt_ids)), max_new_tokens=max_new_tokens,
+        eos=tok.eos_token_id, pad=tok.pad_token_id, temperature=0.0, generator=None,
+    )  # fmt: skip
+    return decode(tok, flat)
 
 
 def decode(tok: Any, completions: Sequence[Sequence[int]]) -> list[str]:
     return [str(tok.decode(list(c), skip_special_tokens=True)) for c in completions]
+
+
+def completion_logprobs(
+    model: Any, prompt_ids: Sequence[Sequence[int]], completions: Sequence[Sequence[int]]
+) -> tuple[Any, Any]:
+    """log pi(y_jt | x_j, y_j<t) for every completion token, (B, T), and the mask of real
+    tokens; each distinct prompt is run once (its rows share its keys and values)."""
+    import torch
+
+    uniq: dict[tuple[int, ...], int] = {}
+    rows = [uniq.setdefault(tuple(int(x) for x in p), len(uniq)) for p in prompt_ids]
+    cache, first, pmask, plen = _prefix(model, [list(u) for u in uniq], rows)
+    t = max(len(c) for c in completions)
+    ids = torch.zeros((len(completions), t), dtype=torch.long)
+    mask = torch.zeros((len(completions), t), dtype=torch.long)
+    for i, c in enumerate(completions):
+        ids[i, : len(c)] = torch.tensor(list(c), dtype=torch.long)
+        mask[i, : len(c)] = 1
+    logits = first[:, None]
+    if t > 1:
+        out = model(
+            input_ids=ids[:, :-1], attention_mask=torch.cat([pmask, mask[:, :-1]], dim=1),
+            position_ids=plen[:, None] + torch.arange(t - 1)[None], cache=cache,
+            use_cache=True,
+        )  # fmt: skip
+        logits = torch.cat([logits, out.logits], dim=1)
+    logp = torch.log_softmax(logits.float(), dim=-1).gather(-1, ids[..., None])[..., 0]
+    return logp, mask.bool()
 
 
 def group_advantages(rewards: Sequence[float]) -> list[float]:
@@ -121,8 +205,6 @@ def policy_gradient_step(
     prompt_ids: Sequence[Sequence[int]],
     completions: Sequence[Sequence[int]],
     advantages: Sequence[float],
-    *,
-    pad: int,
 ) -> float:
     """One step on -sum_j A_j sum_t log pi(y_jt | x_j, y_j<t) / (tokens in the batch).
 
@@ -133,16 +215,9 @@ def policy_gradient_step(
     keep = [i for i, (c, a) in enumerate(zip(completions, advantages, strict=True)) if c and a]
     if not keep:
         return 0.0
-    seqs = [list(prompt_ids[i]) + list(completions[i]) for i in keep]
-    n = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), n), pad, dtype=torch.long)  # right padding: causal, no mask
-    target = torch.zeros((len(seqs), n), dtype=torch.bool)
-    for row, (i, s) in enumerate(zip(keep, seqs, strict=True)):
-        ids[row, : len(s)] = torch.tensor(s)
-        target[row, len(prompt_ids[i]) : len(s)] = True
-    logits = model(input_ids=ids).logits[:, :-1]  # (B, n - 1, V): predicts tokens 1..n-1
-    logp = torch.log_softmax(logits.float(), dim=-1).gather(-1, ids[:, 1:, None])[..., 0]
-    mask = target[:, 1:]
+    logp, mask = completion_logprobs(
+        model, [prompt_ids[i] for i in keep], [completions[i] for i in keep]
+    )
     adv = torch.tensor([float(advantages[i]) for i in keep])[:, None]
     loss = -(adv * logp * mask).sum() / mask.sum()
     opt.zero_grad()

@@ -3,12 +3,22 @@
 Four task types, one family per client in the heterogeneous split (arithmetic, string
 manipulation, simple logic, comparison). Every instance is generated from a seeded numpy stream;
 the test, public and private sets are drawn from separate streams and the public and private sets
-never repeat a test question.
+never repeat a test question (nor the fixed one-shot example of their type).
+
+How a prompt reaches the model (:func:`render`, ``prompt_style``):
+- ``oneshot`` (default): SmolLM2's ChatML with one solved example of the same task type (a fixed
+  instance, :data:`EXAMPLES`, never drawn into the sets), then the question, then the opening of
+  the assistant's reply (the item's ``prefill``, e.g. ``"7 + 5 ="`` or ``"The larger number
+  is"``), so the completion starts with the answer;
+- ``plain``: the question alone as the user turn and an empty assistant turn (the first version
+  of the job; SmolLM2-135M-Instruct then almost never starts its reply with the bare answer:
+  see the job's README for the measured rates).
 
 Usage::
 
     items = make_items("add", n=8, rng=np.random.default_rng(0))
-    items[0].prompt, items[0].answer          # ("Compute 7 + 5. ...", "12")
+    items[0].prompt, items[0].prefill, items[0].answer  # ("Compute 7 + 5. ...", "7 + 5 =", "12")
+    render(items[0])                                     # the full one-shot ChatML prompt
 """
 
 from __future__ import annotations
@@ -31,47 +41,98 @@ WORDS = (
 class Item:
     task: str
     prompt: str  # the user turn
-    answer: str  # the exact expected reply (after :func:`~.rewards.normalise`)
+    answer: str  # the exact expected answer (what :func:`~.rewards.answer_of` must return)
+    prefill: str = ""  # the opening of the assistant's reply in the ``oneshot`` style
 
 
-def _add(rng: np.random.Generator) -> tuple[str, str]:
+def _add_item(a: int, b: int) -> Item:
+    return Item(
+        "add", f"Compute {a} + {b}. Reply with just the number.", str(a + b), f"{a} + {b} ="
+    )
+
+
+def _upper_item(w: str) -> Item:
+    return Item(
+        "upper", f"Write the word {w} in capital letters. Reply with just the word.", w.upper(),
+        f"In capital letters, {w} is",
+    )  # fmt: skip
+
+
+def _parity_item(n: int) -> Item:
+    return Item(
+        "parity", f"Is {n} an even number? Reply with yes or no.", "yes" if n % 2 == 0 else "no",
+        "Answer:",
+    )  # fmt: skip
+
+
+def _larger_item(a: int, b: int) -> Item:
+    return Item(
+        "larger", f"Which is larger, {a} or {b}? Reply with just the number.", str(max(a, b)),
+        "The larger number is",
+    )  # fmt: skip
+
+
+def _add(rng: np.random.Generator) -> Item:
     a, b = (int(v) for v in rng.integers(1, 20, size=2))
-    return f"Compute {a} + {b}. Reply with just the number.", str(a + b)
+    return _add_item(a, b)
 
 
-def _upper(rng: np.random.Generator) -> tuple[str, str]:
-    w = str(WORDS[int(rng.integers(len(WORDS)))])
-    return f"Write the word {w} in capital letters. Reply with just the word.", w.upper()
+def _upper(rng: np.random.Generator) -> Item:
+    return _upper_item(str(WORDS[int(rng.integers(len(WORDS)))]))
 
 
-def _parity(rng: np.random.Generator) -> tuple[str, str]:
-    n = int(rng.integers(1, 60))
-    return f"Is {n} an even number? Reply with yes or no.", "yes" if n % 2 == 0 else "no"
+def _parity(rng: np.random.Generator) -> Item:
+    return _parity_item(int(rng.integers(1, 60)))
 
 
-def _larger(rng: np.random.Generator) -> tuple[str, str]:
+def _larger(rng: np.random.Generator) -> Item:
     a, b = (int(v) for v in rng.choice(np.arange(10, 100), size=2, replace=False))
-    return f"Which is larger, {a} or {b}? Reply with just the number.", str(max(a, b))
+    return _larger_item(a, b)
 
 
-GENERATORS: dict[str, Callable[[np.random.Generator], tuple[str, str]]] = {
+GENERATORS: dict[str, Callable[[np.random.Generator], Item]] = {
     "add": _add, "upper": _upper, "parity": _parity, "larger": _larger,
 }  # fmt: skip
+
+# The solved example shown before every question of its type in the ``oneshot`` style.
+EXAMPLES: dict[str, Item] = {
+    "add": _add_item(3, 4), "upper": _upper_item("pig"), "parity": _parity_item(9),
+    "larger": _larger_item(31, 64),
+}  # fmt: skip
+
+STYLES = ("oneshot", "plain")
+
+
+def _turn(role: str, text: str) -> str:
+    return f"<|im_start|>{role}\n{text}<|im_end|>\n"
+
+
+def render(item: Item, style: str = "oneshot") -> str:
+    """The full prompt text of ``item`` in SmolLM2's ChatML (no system turn); the completion the
+    model writes after it is what the reward reads."""
+    if style == "plain":
+        return _turn("user", item.prompt) + "<|im_start|>assistant\n"
+    if style != "oneshot":
+        raise ValueError(f"unknown prompt style {style!r}; known: {', '.join(STYLES)}")
+    ex = EXAMPLES[item.task]
+    shot = _turn("user", ex.prompt) + _turn("assistant", f"{ex.prefill} {ex.answer}".strip())
+    return shot + _turn("user", item.prompt) + "<|im_start|>assistant\n" + item.prefill
 
 
 def make_items(
     task: str, *, n: int, rng: np.random.Generator, exclude: Sequence[Item] = ()
 ) -> list[Item]:
-    """``n`` distinct instances of ``task`` not among ``exclude`` (by prompt)."""
-    seen = {it.prompt for it in exclude}
+    """``n`` distinct instances of ``task`` not among ``exclude`` (by prompt) and not the task's
+    one-shot example."""
+    seen = {it.prompt for it in exclude} | {EXAMPLES[task].prompt}
     out: list[Item] = []
     for _ in range(100 * n + 100):
         if len(out) == n:
             break
-        prompt, answer = GENERATORS[task](rng)
-        if prompt not in seen:
-            seen.add(prompt)
-            out.append(Item(task, prompt, answer))
+        item = GENERATORS[task](rng)
+        if item.prompt not in seen:
+            seen.add(item.prompt)
+            out.append(item)
     if len(out) < n:
         raise ValueError(f"task {task!r} has fewer than {n} distinct instances outside exclude")
     return out

@@ -140,7 +140,7 @@ def _private_steps(
     g = int(config["group"])
     for step in range(int(config["local_steps"])):
         chosen = [items[i] for i in rng.choice(len(items), int(config["prompts_per_step"]), False)]
-        ids = encode(tok, [it.prompt for it in chosen])
+        ids = encode(tok, chosen, str(config["prompt_style"]))
         groups = sample(
             model, tok, ids, group=g, max_new_tokens=int(config["max_new_tokens"]),
             seed=int(rng.integers(2**31)),
@@ -151,7 +151,7 @@ def _private_steps(
             prompts += [p_ids] * g
             comps += grp
             advs += group_advantages(rewards)
-        policy_gradient_step(model, opt, prompts, comps, advs, pad=tok.pad_token_id)
+        policy_gradient_step(model, opt, prompts, comps, advs)
         del step
 
 
@@ -160,7 +160,7 @@ def _sample_public(
 ) -> dict[str, np.ndarray]:
     public = data_of(config).public
     g, t = int(config["group"]), int(config["max_new_tokens"]) + 1
-    ids = encode(tok, [it.prompt for it in public])
+    ids = encode(tok, public, str(config["prompt_style"]))
     seed = int(np.random.default_rng([int(config["seed"]), client, rnd, 2]).integers(2**31))
     groups = sample(
         model, tok, ids, group=g, max_new_tokens=int(config["max_new_tokens"]), seed=seed
@@ -218,13 +218,13 @@ def local_rlvr(
                 arrays["pool.tokens"], arrays["pool.reward"], client=c, mode=mode,
                 seed=int(config["seed"]) * 1000 + rnd,
             )  # fmt: skip
-            ids = encode(tok, [it.prompt for it in data_of(config).public])
+            ids = encode(tok, data_of(config).public, str(config["prompt_style"]))
             prompts, comps, advs = [], [], []
             for p_ids, (grp, adv) in zip(ids, groups, strict=True):
                 prompts += [p_ids] * len(grp)
                 comps += grp
                 advs += adv
-            policy_gradient_step(model, opt, prompts, comps, advs, pad=tok.pad_token_id)
+            policy_gradient_step(model, opt, prompts, comps, advs)
         else:
             _private_steps(config, model, tok, opt, c, rnd)
             if kind == "sample":
@@ -317,7 +317,7 @@ def _accuracy_of(config: Mapping[str, Any], lora: Arrays) -> dict[str, float]:
     model, tok = policy(config, lora)
     test = data_of(config).test
     got = greedy(
-        model, tok, encode(tok, [it.prompt for it in test]),
+        model, tok, encode(tok, test, str(config["prompt_style"])),
         max_new_tokens=int(config["max_new_tokens"]),
     )  # fmt: skip
     scores = exact_match(got, answer=[it.answer for it in test])
