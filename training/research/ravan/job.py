@@ -27,7 +27,10 @@ JOB_NAME = "ravan"
 
 
 def _quick(cfg: RavanConfig) -> RavanConfig:
-    return replace(cfg, clients=10, rounds=10, lrs="0.01,0.03", flower_runs=1)
+    return replace(
+        cfg, clients=10, rounds=10, lrs="0.01,0.03", flower_runs=1,
+        llm_rounds=3, llm_local_steps=4, llm_eval=16,
+    )  # fmt: skip
 
 
 def _alpha_name(a: float | None) -> str:
@@ -43,6 +46,39 @@ def run(
     progress: bool = True,
     backend: Any = None,
 ) -> dict[str, Any]:
+    from training.research.report import write_report
+
+    t0 = time.time()
+    if not (cfg.digits or cfg.llm):
+        raise ValueError("nothing to run: both --no-digits and no --llm")
+    claims: list[Any] = []
+    results: dict[str, Any] = {}
+    notes: list[str] = []
+    plots: list[str] = []
+    if cfg.digits:
+        c, r, n, p = _run_digits(cfg, out, seeds=seeds, progress=progress, backend=backend)
+        claims += c
+        results.update(r)
+        notes += n
+        plots += p
+    if cfg.llm:
+        from training.research.ravan.llm_job import run_llm
+
+        c, r, n, p = run_llm(cfg, out, seeds=seeds, quick=quick, progress=progress,
+                             backend=backend)  # fmt: skip
+        claims += c
+        results["smollm2"] = r
+        notes += n
+        plots += p
+    return write_report(
+        out, job=JOB_NAME, config=asdict(cfg), claims=claims, results=results,
+        seconds=time.time() - t0, seeds=seeds, quick=quick, notes=notes, plots=plots,
+    )  # fmt: skip
+
+
+def _run_digits(
+    cfg: RavanConfig, out: Path, *, seeds: list[int], progress: bool, backend: Any
+) -> tuple[list[Any], dict[str, Any], list[str], list[str]]:
     from tqdm import tqdm
 
     from training.research.federated import InProcessBackend
@@ -53,9 +89,8 @@ def run(
         spec_of,
     )
     from training.research.ravan.exactness import aggregation_errors
-    from training.research.report import Claim, mean_std, write_report
+    from training.research.report import Claim, mean_std
 
-    t0 = time.time()
     methods, alphas = cfg.method_list(), cfg.alpha_list()
     tune_alpha = None if cfg.tune_alpha == "iid" else float(cfg.tune_alpha)
     lrs = cfg.lr_list()
@@ -205,16 +240,12 @@ def run(
         "The pre-trained base scores "
         f"{base_accuracy(seeds[0], cfg.pretrain_epochs, split='test'):.3f} on the ten-digit "
         "test split (it never saw digits 5-9).",
-        "Not run: the SmolLM2 text-task part of issue 15 (out of time on the shared CPU).",
     ]
     results = {
         "accuracy": acc, "curves_seed0": curves, "tuning": tuning, "best_lr": best_lr,
         "uploads": uploads, "exactness": exact, "flower": flower,
     }  # fmt: skip
-    return write_report(
-        out, job=JOB_NAME, config=asdict(cfg), claims=claims, results=results,
-        seconds=time.time() - t0, seeds=seeds, quick=quick, notes=notes, plots=plots,
-    )  # fmt: skip
+    return claims, results, notes, plots
 
 
 def _plot(
@@ -249,7 +280,8 @@ def _plot(
 
 JOB = ResearchJob(
     name=JOB_NAME,
-    help="Ravan multi-head LoRA vs LoRA FedAvg and FFA-LoRA at equal upload, digits",
+    help="Ravan multi-head LoRA vs LoRA FedAvg and FFA-LoRA at equal upload, digits and "
+    "(--llm) SmolLM2 yes/no text tasks",
     config_cls=RavanConfig,
     quick=_quick,
     run=run,
