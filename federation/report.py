@@ -396,7 +396,9 @@ def results_markdown(
                 for r in g
                 if "federated_round_by_validation" in r
             ]
-            matched = [r["auc"]["centralized_matched"] for r in g if "centralized_matched" in r]
+            matched = [
+                r["auc"]["centralized_matched"] for r in g if "centralized_matched" in r["auc"]
+            ]
             within = sum(r["checks"]["federated_within_001_of_centralized"] for r in g)
             above = sum(r["checks"]["federated_above_every_local"] for r in g)
             pers = sum(r["checks"]["personalized_at_least_worse_of_two"] for r in g)
