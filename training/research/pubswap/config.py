@@ -49,7 +49,7 @@ class PubSwapConfig:
     prompts_per_step: int = field(default=4, metadata={"help": "private prompts per step"})
     local_steps: int = field(default=3, metadata={"help": "local GRPO steps per round"})
     rounds: int = field(default=6, metadata={"help": "federated rounds"})
-    lr: float = field(default=2e-3, metadata={"help": "Adam learning rate"})
+    lr: float = field(default=1e-2, metadata={"help": "Adam learning rate"})
     # public data
     public_every: int = field(default=2, metadata={"help": "rounds between public steps"})
     methods: str = field(default=",".join(METHODS), metadata={"help": "methods to run"})

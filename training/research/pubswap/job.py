@@ -24,7 +24,12 @@ JOB_NAME = "pubswap"
 
 
 def _quick(cfg: PubSwapConfig) -> PubSwapConfig:
-    return replace(cfg, rounds=2, local_steps=1, public_every=1, test_per_task=4, per_client=8)
+    """3 rounds of 1 local step, the public step in round 2 on 4 public prompts, 6 test prompts
+    per task type: about 4 minutes on the shared 2-core machine."""
+    return replace(
+        cfg, rounds=3, local_steps=1, public_every=2, public_per_task=1, test_per_task=6,
+        per_client=8,
+    )  # fmt: skip
 
 
 def run(
@@ -110,6 +115,10 @@ def run(
         f"{cfg.local_steps} local steps ({cfg.prompts_per_step} prompts x {cfg.group} "
         f"responses of <= {cfg.max_new_tokens} tokens); public step every {cfg.public_every} "
         f"rounds on {4 * cfg.public_per_task} public prompts.",
+        f"Prompts: {cfg.prompt_style} style (oneshot: one solved example of the task type, then "
+        "the question and the opening of the reply, e.g. '7 + 5 ='; see tasks.render). Reward: 1 "
+        "when the first word of the reply's first line equals the answer exactly (rewards.py), "
+        f"sampled at temperature 1 with no top-k; Adam lr {cfg.lr}.",
         "Federated rounds run in-process (the same local and server functions a Flower app "
         "would call; not run on Flower here).",
     ]
