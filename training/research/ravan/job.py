@@ -9,6 +9,10 @@ agree with the in-process runs.
 
 Claims: Ravan beats LoRA FedAvg at every skew level; the gap grows with heterogeneity; Ravan
 beats FFA-LoRA; Ravan's aggregation is exact (server ΔW = mean of client ΔW) while LoRA's is not.
+
+SmolLM2 (``--llm``, opt-in; ``--no-digits`` skips digits): the same comparison federating
+SmolLM2-135M-Instruct over clients that each hold mostly one yes/no text task
+(:mod:`.llm`, :mod:`.llm_job`), with the same claims suffixed ``_smollm2``.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ JOB_NAME = "ravan"
 def _quick(cfg: RavanConfig) -> RavanConfig:
     return replace(
         cfg, clients=10, rounds=10, lrs="0.01,0.03", flower_runs=1,
-        llm_rounds=3, llm_local_steps=4, llm_eval=16,
+        llm_rounds=3, llm_local_steps=4, llm_eval=16, llm_flower_runs=0,
     )  # fmt: skip
 
 
