@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from training.research.jobs import ResearchJob
+from training.research.ravan.claims import flower_repeat, shared_claims
 from training.research.ravan.config import RavanConfig
 
 JOB_NAME = "ravan"
@@ -139,21 +140,7 @@ def _run_digits(
                 bar.update(1)
     bar.close()
 
-    flower: dict[str, Any] = {"skipped": True}
-    if getattr(backend, "name", "in-process") != "in-process" and cfg.flower_runs > 0:
-        chosen = headline[: cfg.flower_runs]
-        tf = time.time()
-        got = backend.run([e for e, _ in chosen], progress=progress)
-        flower = {
-            "backend": getattr(backend, "name", "?"),
-            "runs": [e.name for e, _ in chosen],
-            "max_abs_difference": max(
-                float(np.abs(r.final[k] - g.final[k]).max())
-                for (_, r), g in zip(chosen, got, strict=True)
-                for k in r.final
-            ),
-            "seconds": time.time() - tf,
-        }
+    flower = flower_repeat(backend, headline[: cfg.flower_runs], progress=progress)
 
     names = [_alpha_name(a) for a in alphas]
 
@@ -189,17 +176,6 @@ def _run_digits(
                 figures_plot=["accuracy.png"],
             )
         )
-        claims.append(
-            Claim(
-                "gap_grows_with_heterogeneity",
-                "Ravan's advantage over LoRA FedAvg grows as heterogeneity grows.",
-                holds=gaps[names[-1]] > gaps[names[0]],
-                figures={"levels_from_least_to_most_skewed": names, "gap": gaps},
-                rule="gap (Ravan - LoRA, mean test accuracy) at the most skewed level > at the "
-                "least skewed level",
-                figures_plot=["accuracy.png"],
-            )
-        )
     if {"ffa", "ravan"} <= set(methods):
         claims.append(
             Claim(
@@ -210,27 +186,20 @@ def _run_digits(
                 rule="mean test accuracy: Ravan > FFA-LoRA at each skew level",
             )
         )
-    claims.append(
-        Claim(
-            "exact_aggregation",
-            "Averaging s_i H_i reproduces the mean of the clients' updates exactly; LoRA's "
-            "separate averaging of A and B does not.",
-            holds=exact["ravan"] < 1e-5 and exact["lora"] > 1e-3,
-            figures=exact,
-            rule="relative Frobenius error of the server's ΔW vs the mean client ΔW: Ravan "
-            "< 1e-5, LoRA > 1e-3 (clients after one round of local training)",
-        )
+    claims += shared_claims(
+        "",
+        "",
+        gaps=gaps if "lora" in methods else {},
+        names=names,
+        gap_statement="Ravan's advantage over LoRA FedAvg grows as heterogeneity grows.",
+        exact=exact,
+        exact_statement="Averaging s_i H_i reproduces the mean of the clients' updates exactly; "
+        "LoRA's separate averaging of A and B does not.",
+        exact_rule=" (clients after one round of local training)",
+        flower=flower,
+        flower_statement="The federated rounds on Flower give the in-process results.",
+        plot="accuracy.png",
     )
-    if not flower.get("skipped"):
-        claims.append(
-            Claim(
-                "flower_matches_in_process",
-                "The federated rounds on Flower give the in-process results.",
-                holds=flower["max_abs_difference"] <= 1e-6,
-                figures=flower,
-                rule="max |arrays_flower - arrays_in_process| <= 1e-6 over the repeated runs",
-            )
-        )
     plots = _plot(out, acc, curves, names, methods)
     notes = [
         "Digits, sklearn's bundled 1,797 images: 30% pre-training (digits 0-4 only), 40% "

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from training.research.ravan.claims import flower_repeat, shared_claims
 from training.research.ravan.config import RavanConfig
 
 
@@ -78,22 +79,8 @@ def run_llm(
                 bar.update(1)
     bar.close()
 
-    flower: dict[str, Any] = {"skipped": True}
-    if getattr(backend, "name", "in-process") != "in-process" and cfg.llm_flower_runs > 0:
-        headline.sort(key=lambda er: er[0].config["method"] != "ravan")  # Ravan's run first
-        chosen = headline[: cfg.llm_flower_runs]
-        tf = time.time()
-        got = backend.run([e for e, _ in chosen], progress=progress)
-        flower = {
-            "backend": getattr(backend, "name", "?"),
-            "runs": [e.name for e, _ in chosen],
-            "max_abs_difference": max(
-                float(np.abs(r.final[k] - g.final[k]).max())
-                for (_, r), g in zip(chosen, got, strict=True)
-                for k in r.final
-            ),
-            "seconds": time.time() - tf,
-        }
+    headline.sort(key=lambda er: er[0].config["method"] != "ravan")  # Ravan's run first
+    flower = flower_repeat(backend, headline[: cfg.llm_flower_runs], progress=progress)
 
     exact_cfg = {m: dict(llm_config(cfg, seed=seeds[0], method=m, skew=skews[-1]),
                          local_steps=2) for m in methods}  # fmt: skip
@@ -130,17 +117,6 @@ def run_llm(
                 figures_plot=["smollm2_accuracy.png"],
             )
         )
-        claims.append(
-            Claim(
-                "gap_grows_with_heterogeneity_smollm2",
-                "SmolLM2 text tasks: Ravan's advantage over LoRA FedAvg grows with task skew.",
-                holds=gaps[names[-1]] > gaps[names[0]],
-                figures={"levels_from_least_to_most_skewed": names, "gap": gaps},
-                rule="gap (Ravan - LoRA, mean held-out accuracy) at the most skewed level > at "
-                "the least skewed level",
-                figures_plot=["smollm2_accuracy.png"],
-            )
-        )
     if {"ffa", "ravan"} <= set(methods):
         claims.append(
             Claim(
@@ -157,29 +133,21 @@ def run_llm(
                 "and Ravan's upload per round <= FFA-LoRA's",
             )
         )
-    if {"lora", "ravan"} <= set(methods):
-        claims.append(
-            Claim(
-                "exact_aggregation_smollm2",
-                "On SmolLM2's adapted projections, averaging s_i H_i reproduces the mean of "
-                "the clients' updates exactly; LoRA's separate averaging of A and B does not.",
-                holds=exact["ravan"] < 1e-5 and exact["lora"] > 1e-3,
-                figures=exact,
-                rule="relative Frobenius error of the server's ΔW vs the mean client ΔW over "
-                "all adapted layers (2 clients after 2 local steps of the real client step): "
-                "Ravan < 1e-5, LoRA > 1e-3",
-            )
-        )
-    if not flower.get("skipped"):
-        claims.append(
-            Claim(
-                "flower_matches_in_process_smollm2",
-                "The SmolLM2 federated rounds on Flower give the in-process results.",
-                holds=flower["max_abs_difference"] <= 1e-6,
-                figures=flower,
-                rule="max |arrays_flower - arrays_in_process| <= 1e-6 over the repeated runs",
-            )
-        )
+    claims += shared_claims(
+        "_smollm2",
+        "SmolLM2 text tasks: ",
+        gaps=gaps if {"lora", "ravan"} <= set(methods) else {},
+        names=names,
+        gap_statement="Ravan's advantage over LoRA FedAvg grows with task skew.",
+        exact=exact if {"lora", "ravan"} <= set(methods) else None,
+        exact_statement="on SmolLM2's adapted projections, averaging s_i H_i reproduces the "
+        "mean of the clients' updates exactly; LoRA's separate averaging of A and B does not.",
+        exact_rule=" over all adapted layers (2 clients after 2 local steps of the real client "
+        "step)",
+        flower=flower,
+        flower_statement="the federated rounds on Flower give the in-process results.",
+        plot="smollm2_accuracy.png",
+    )
     plots = _plot(out, acc, curves, names, methods, base)
     layers = cfg.llm_layers
     notes = [
