@@ -91,3 +91,17 @@ def shared_claims(
             )
         )
     return claims
+
+
+def accuracy_bars(
+    ax: Any, acc: dict[str, dict[str, list[float]]], names: list[str], methods: list[str],
+    tick: str,
+) -> None:  # fmt: skip
+    """One bar per method and level (mean over seeds, std as error bar) on ``ax``, the levels
+    labelled ``f"{tick}={level}"``; the left panel of both settings' plots."""
+    x = np.arange(len(names))
+    w = 0.8 / len(methods)
+    for i, m in enumerate(methods):
+        ax.bar(x + i * w, [np.mean(acc[m][a]) for a in names], width=w, label=m,
+               yerr=[np.std(acc[m][a]) for a in names], capsize=3)  # fmt: skip
+    ax.set_xticks(x + 0.4 - w / 2, [f"{tick}={a}" for a in names])

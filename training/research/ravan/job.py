@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from training.research.jobs import ResearchJob
-from training.research.ravan.claims import flower_repeat, shared_claims
+from training.research.ravan.claims import accuracy_bars, flower_repeat, shared_claims
 from training.research.ravan.config import RavanConfig
 
 JOB_NAME = "ravan"
@@ -233,12 +233,7 @@ def _plot(
     plt = plt_module()
     out.mkdir(parents=True, exist_ok=True)
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    x = np.arange(len(names))
-    w = 0.8 / len(methods)
-    for i, m in enumerate(methods):
-        axes[0].bar(x + i * w, [np.mean(acc[m][a]) for a in names], width=w, label=m,
-                    yerr=[np.std(acc[m][a]) for a in names], capsize=3)  # fmt: skip
-    axes[0].set_xticks(x + 0.4 - w / 2, [f"alpha={a}" for a in names])
+    accuracy_bars(axes[0], acc, names, methods, "alpha")
     axes[0].set_ylabel("test accuracy (10 digits)")
     axes[0].set_ylim(0.4, 1.0)
     axes[0].legend()

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from training.research.ravan.claims import flower_repeat, shared_claims
+from training.research.ravan.claims import accuracy_bars, flower_repeat, shared_claims
 from training.research.ravan.config import RavanConfig
 
 
@@ -190,14 +190,9 @@ def _plot(
     plt = plt_module()
     out.mkdir(parents=True, exist_ok=True)
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    x = np.arange(len(names))
-    w = 0.8 / len(methods)
-    for i, m in enumerate(methods):
-        axes[0].bar(x + i * w, [np.mean(acc[m][a]) for a in names], width=w, label=m,
-                    yerr=[np.std(acc[m][a]) for a in names], capsize=3)  # fmt: skip
+    accuracy_bars(axes[0], acc, names, methods, "skew")
     axes[0].axhline(float(np.mean([b["mean"] for b in base.values()])), color="gray", ls="--",
                     label="base")  # fmt: skip
-    axes[0].set_xticks(x + 0.4 - w / 2, [f"skew={a}" for a in names])
     axes[0].set_ylabel("held-out accuracy (all tasks)")
     axes[0].set_ylim(0.3, 1.0)
     axes[0].legend()
