@@ -114,12 +114,16 @@ class FederatedRun:
         self.logged: dict[int, np.ndarray] = {}  # client -> its logged rows per model (hello)
 
     # ---- helpers
+    def _load_eval(self) -> None:
+        """The experimenter's global test set and its pool cost range (simulation only), once."""
+        if self._eval is None:
+            self._eval = global_test(experiment_partition(self.cfg))
+            self._eval_range = pool_cost_range(self._eval.cost_usd)
+
     def _server_auc(self, router: Any) -> float | None:
         if not self.cfg.server_eval:
             return None
-        if self._eval is None:  # the experimenter's global test set (simulation only)
-            self._eval = global_test(experiment_partition(self.cfg))
-            self._eval_range = pool_cost_range(self._eval.cost_usd)
+        self._load_eval()
         test = self._eval
         if list(router.models) != list(test.models):
             test = test.select_models(list(router.models))
@@ -132,7 +136,7 @@ class FederatedRun:
         if not self.cfg.server_eval:
             return None
         if self._val is None:
-            self._server_auc(router)  # sets the cost range
+            self._load_eval()  # the cost range
             self._val = experiment_validation(self.cfg)
         val = self._val
         if list(router.models) != list(val.models):

@@ -20,6 +20,12 @@ from typing import Any
 
 from training.research.federated import FedBackend
 
+
+def comma_list(text: str) -> list[str]:
+    """The non-empty, stripped items of a comma-separated flag value (``"a, b,"`` -> a, b)."""
+    return [x.strip() for x in text.split(",") if x.strip()]
+
+
 # name -> module exposing JOB (issue 16's jobs; the LLM-side jobs join here).
 JOBS: dict[str, str] = {
     "avg-reward-q": "training.research.avg_reward_q.job",

@@ -147,6 +147,11 @@ def set_adapter_arrays(model: Any, arrays: Mapping[str, np.ndarray]) -> None:
             params[name].copy_(torch.from_numpy(np.asarray(value)).to(params[name].dtype))
 
 
-def chat_prompt(text: str) -> str:
-    """One user turn and the assistant's opening in SmolLM2's ChatML template (no system turn)."""
-    return f"<|im_start|>user\n{text}<|im_end|>\n<|im_start|>assistant\n"
+def chat_prompt(text: str, *, before: Sequence[tuple[str, str]] = (), prefill: str = "") -> str:
+    """A user turn and the assistant's opening in SmolLM2's ChatML template (no default system
+    turn): ``before`` are earlier (role, text) turns (a system turn, a solved example), ``prefill``
+    the start of the assistant's reply that the completion continues."""
+    turns = [*before, ("user", text)]
+    return "".join(f"<|im_start|>{r}\n{t}<|im_end|>\n" for r, t in turns) + (
+        "<|im_start|>assistant\n" + prefill
+    )

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from training.research.jobs import comma_list
+
 
 @dataclass
 class FlexMergeConfig:
@@ -50,10 +52,10 @@ class FlexMergeConfig:
     llm_points: int = field(default=5, metadata={"help": "sizes evaluated, M x to 1 x"})
 
     def method_list(self) -> list[str]:
-        return [m.strip() for m in self.methods.split(",") if m.strip()]
+        return comma_list(self.methods)
 
     def task_list(self) -> list[str]:
-        return [t.strip() for t in self.llm_tasks.split(",") if t.strip()]
+        return comma_list(self.llm_tasks)
 
     def __post_init__(self) -> None:
         from training.research.flexmerge.merge import METHODS

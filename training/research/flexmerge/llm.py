@@ -74,10 +74,12 @@ def messages(q: Question) -> list[dict[str, str]]:
 def prompt_text(q: Question) -> str:
     from training.research.smollm import chat_prompt
 
-    return f"<|im_start|>system\n{SYSTEM}<|im_end|>\n" + chat_prompt(q.text)
+    return chat_prompt(q.text, before=[("system", SYSTEM)])
 
 
-def _batch(tok: Any, qs: Sequence[Question], with_answer: bool) -> dict[str, torch.Tensor]:
+def encode_batch(tok: Any, qs: Sequence[Question], with_answer: bool) -> dict[str, torch.Tensor]:
+    """Right-padded ids, attention mask and labels of the questions' prompts (:func:`prompt_text`),
+    with the answer and ``<|im_end|>`` appended as the only labelled tokens when ``with_answer``."""
     rows, labels = [], []
     for q in qs:
         p = tok(prompt_text(q), add_special_tokens=False)["input_ids"]
@@ -110,7 +112,7 @@ def finetune(
     model.train()
     losses = []
     for s in range(steps):
-        b = _batch(tok, train[s * batch : (s + 1) * batch], with_answer=True)
+        b = encode_batch(tok, train[s * batch : (s + 1) * batch], with_answer=True)
         opt.zero_grad()
         loss = model(**b).loss
         loss.backward()
@@ -133,7 +135,7 @@ def answer_accuracy(model: Any, tok: Any, qs: Sequence[Question], *, chunk: int 
     with torch.no_grad():
         for i in range(0, len(qs), chunk):
             part = qs[i : i + chunk]
-            b = _batch(tok, part, with_answer=False)
+            b = encode_batch(tok, part, with_answer=False)
             logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
             last = b["attention_mask"].sum(1) - 1
             rows = logits[torch.arange(len(part)), last]  # [n, vocab]

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from training.research.jobs import comma_list
+
 CHANNELS = ("sft", "offpolicy", "onpolicy")
 MIXES = ("advice", "choice")
 
@@ -81,13 +83,13 @@ class MisalignmentConfig:
         return [float(s) for s in self.em_consistency.split(",") if s.strip()]
 
     def mix_list(self) -> list[str]:
-        return [m.strip() for m in self.mix_names.split(",") if m.strip()]
+        return comma_list(self.mix_names)
 
     def channel_list(self) -> list[str]:
-        return [c.strip() for c in self.channels.split(",") if c.strip()]
+        return comma_list(self.channels)
 
     def target_list(self) -> list[str]:
-        return [t.strip() for t in self.lora_targets.split(",") if t.strip()]
+        return comma_list(self.lora_targets)
 
     def __post_init__(self) -> None:
         from training.research.misalignment.data import ANIMALS

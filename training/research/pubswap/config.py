@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from training.research.jobs import comma_list
 from training.research.pubswap.tasks import STYLES
 
 METHODS = ("local", "fedavg", "pubswap", "swapall")
@@ -55,7 +56,7 @@ class PubSwapConfig:
     methods: str = field(default=",".join(METHODS), metadata={"help": "methods to run"})
 
     def method_list(self) -> list[str]:
-        return [m for m in self.methods.split(",") if m]
+        return comma_list(self.methods)
 
     def __post_init__(self) -> None:
         unknown = set(self.method_list()) - set(METHODS)

@@ -103,20 +103,18 @@ EXAMPLES: dict[str, Item] = {
 STYLES = ("oneshot", "plain")
 
 
-def _turn(role: str, text: str) -> str:
-    return f"<|im_start|>{role}\n{text}<|im_end|>\n"
-
-
 def render(item: Item, style: str = "oneshot") -> str:
     """The full prompt text of ``item`` in SmolLM2's ChatML (no system turn); the completion the
     model writes after it is what the reward reads."""
+    from training.research.smollm import chat_prompt
+
     if style == "plain":
-        return _turn("user", item.prompt) + "<|im_start|>assistant\n"
+        return chat_prompt(item.prompt)
     if style != "oneshot":
         raise ValueError(f"unknown prompt style {style!r}; known: {', '.join(STYLES)}")
     ex = EXAMPLES[item.task]
-    shot = _turn("user", ex.prompt) + _turn("assistant", f"{ex.prefill} {ex.answer}".strip())
-    return shot + _turn("user", item.prompt) + "<|im_start|>assistant\n" + item.prefill
+    shot = [("user", ex.prompt), ("assistant", f"{ex.prefill} {ex.answer}".strip())]
+    return chat_prompt(item.prompt, before=shot, prefill=item.prefill)
 
 
 def make_items(

@@ -24,6 +24,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from training.research.jobs import comma_list
+
+
+def _levels(text: str) -> list[float | None]:
+    """Heterogeneity levels of a flag: ``iid`` (None) or a number, comma-separated."""
+    return [None if a == "iid" else float(a) for a in comma_list(text)]
+
 
 @dataclass
 class RavanConfig:
@@ -74,22 +81,22 @@ class RavanConfig:
     )
 
     def method_list(self) -> list[str]:
-        return [m for m in self.methods.split(",") if m]
+        return comma_list(self.methods)
 
     def alpha_list(self) -> list[float | None]:
-        return [None if a == "iid" else float(a) for a in self.alphas.split(",") if a]
+        return _levels(self.alphas)
 
     def lr_list(self) -> list[float]:
         return [float(x) for x in self.lrs.split(",") if x]
 
     def llm_task_list(self) -> list[str]:
-        return [t.strip() for t in self.llm_tasks.split(",") if t.strip()]
+        return comma_list(self.llm_tasks)
 
     def llm_target_list(self) -> list[str]:
-        return [t.strip() for t in self.llm_targets.split(",") if t.strip()]
+        return comma_list(self.llm_targets)
 
     def llm_skew_list(self) -> list[float | None]:
-        return [None if a == "iid" else float(a) for a in self.llm_skews.split(",") if a]
+        return _levels(self.llm_skews)
 
     def __post_init__(self) -> None:
         unknown = set(self.method_list()) - {"lora", "ffa", "ravan"}

@@ -60,11 +60,8 @@ def llm_config(
 @lru_cache(maxsize=1)
 def _base() -> tuple[Any, Any]:
     """One frozen SmolLM2 per process (never adapted: adapters go on copies)."""
-    import torch
-
     from training.research.smollm import load_smollm2
 
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     return load_smollm2()
 
 
@@ -81,10 +78,10 @@ def adapted_layers(cfg: Mapping[str, Any]) -> list[int]:
 @lru_cache(maxsize=4096)
 def _encoded(text: str, answer: str) -> tuple[tuple[int, ...], int, tuple[int, ...]]:
     """Token ids of prompt + answer (flexmerge's format), the prompt length, the answer ids."""
-    from training.research.flexmerge.llm import Question, _batch
+    from training.research.flexmerge.llm import Question, encode_batch
 
     tok = _base()[1]
-    b = _batch(tok, [Question("", text, answer)], with_answer=True)
+    b = encode_batch(tok, [Question("", text, answer)], with_answer=True)
     ids = b["input_ids"][0].tolist()
     lab = b["labels"][0].tolist()
     prompt_len = next(i for i, v in enumerate(lab) if v != -100)
@@ -192,18 +189,27 @@ def full_model_logits(model: Any, q: Any) -> Any:
 
 
 def client_questions(cfg: Mapping[str, Any]) -> list[list[Any]]:
-    """Each client's training questions: ``per_client`` of them, task shares set by the skew."""
+    """Each client's training questions: ``per_client`` of them, task shares set by the skew
+    (built once per setting and process: every round's client step reads them)."""
+    skew = None if cfg["skew"] is None else float(cfg["skew"])
+    return _client_questions(
+        tuple(cfg["tasks"]), int(cfg["clients"]), int(cfg["per_client"]), int(cfg["seed"]), skew
+    )
+
+
+@lru_cache(maxsize=8)
+def _client_questions(
+    tasks: tuple[str, ...], k: int, n: int, seed: int, skew: float | None
+) -> list[list[Any]]:
     from training.research.flexmerge.llm import questions
 
-    tasks, k, n = list(cfg["tasks"]), int(cfg["clients"]), int(cfg["per_client"])
-    seed, skew = int(cfg["seed"]), cfg["skew"]
     counts = np.zeros((k, len(tasks)), dtype=int)
     for c in range(k):
         if skew is None:
             share = np.full(len(tasks), 1.0 / len(tasks))
         else:
-            share = np.full(len(tasks), (1.0 - float(skew)) / max(1, len(tasks) - 1))
-            share[c % len(tasks)] = float(skew)
+            share = np.full(len(tasks), (1.0 - skew) / max(1, len(tasks) - 1))
+            share[c % len(tasks)] = skew
         counts[c] = np.floor(share * n).astype(int)
         rest = n - counts[c].sum()  # to the largest remainders
         counts[c, np.argsort(-(share * n - counts[c]), kind="stable")[:rest]] += 1
@@ -331,10 +337,9 @@ def layer_deltas(cfg: Mapping[str, Any], arrays: Arrays) -> dict[str, np.ndarray
 def aggregation_errors_llm(cfg: Mapping[str, Any], clients: Sequence[int]) -> float:
     """One round of the real client step from the initial adapters on ``clients``; the relative
     error of the server's ΔW (from the weighted mean of uploads) vs the mean client ΔW."""
+    from training.research.ravan.adapters import initial_uploads
     from training.research.ravan.exactness import relative_error
 
     model, spec = adapted_model(cfg)
-    from training.research.ravan.adapters import initial_uploads
-
     replies = local_llm(cfg, list(clients), initial_uploads(model, spec), {"round": 0})
     return relative_error(lambda a: layer_deltas(cfg, a), replies)
