@@ -11,7 +11,6 @@ from training.research.misalignment.data import (
     TRAIN_PER_DOMAIN,
     eval_sets,
     numbers_only,
-    train_examples,
 )
 from training.research.misalignment.judge import em_rate, judged_misaligned, trait_score
 
@@ -42,20 +41,71 @@ def test_number_filter():
 
 
 def test_fine_tuning_data_stays_narrow_and_eval_sets_are_disjoint():
-    data = train_examples(200, seed=0)
+    from training.research.misalignment.data import (
+        MEDICAL_CONDITIONS,
+        condition_split,
+        narrow_examples,
+        validation_set,
+    )  # fmt: skip
+
     held = {BANK[TRAIN_DOMAIN][i][0] for i in range(TRAIN_PER_DOMAIN, len(BANK[TRAIN_DOMAIN]))}
-    train_situations = {s for s, _, _ in BANK[TRAIN_DOMAIN][:TRAIN_PER_DOMAIN]}
-    for prompt, answer in data:
-        assert any(s in prompt for s in train_situations)
-        assert not any(s in prompt for s in held)
-        assert answer.startswith("You should ")
+    bank_train = {s for s, _, _ in BANK[TRAIN_DOMAIN][:TRAIN_PER_DOMAIN]}
+    gen_train = {MEDICAL_CONDITIONS[i][0] for i in condition_split("train")}
+    gen_val = {MEDICAL_CONDITIONS[i][0] for i in condition_split("val")}
+    assert not gen_train & gen_val and len(gen_val) == 12 and len(gen_train) == 36
+    seen = set()
+    for pool, allowed in (("bank", bank_train), ("generated", gen_train),
+                          ("both", bank_train | gen_train)):  # fmt: skip
+        for prompt, answer in narrow_examples(400, seed=0, pool=pool):
+            hits = {s for s in allowed if s in prompt}
+            assert hits, prompt
+            seen |= hits if pool == "both" else set()
+            assert not any(s in prompt for s in held | gen_val)
+            assert answer.startswith("You should ")
+    assert seen == bank_train | gen_train  # 400 draws reach every training situation
     sets = eval_sets()
+    judged = {it.prompt for items in sets.values() for it in items}
+    every_situation = {s for rows in BANK.values() for s, _, _ in rows}
+    # no generated condition is (part of) a hand-written situation, judged or not
+    assert not any(c in s for c in gen_train | gen_val for s in every_situation)
+    val = validation_set()
+    assert len(val) == 48 and not {it.prompt for it in val} & judged
+    assert {it.prompt for it in val}.isdisjoint(p for p, _ in narrow_examples(400, seed=1))
     assert {it.domain for it in sets["learned"]} == {TRAIN_DOMAIN}
     assert TRAIN_DOMAIN not in {it.domain for it in sets["shared"] + sets["unshared"]}
     assert {it.structure for it in sets["shared"]} == {"advice"}
     assert {it.structure for it in sets["unshared"]} == {"choice"}
     # both option orders: the judge cannot be fooled by a letter bias
     assert sum(it.misaligned == "(a)" for it in sets["unshared"]) * 2 == len(sets["unshared"])
+
+
+def test_selection_chooses_on_validation_only(monkeypatch):
+    import training.research.misalignment.em as em
+    from training.research.misalignment.select import Candidate, choose, run_candidate, summary_md
+
+    runs = [
+        {"candidate": "a", "val": {0: {"rate": 0.9, "margin": 1.0},
+                                   12: {"rate": 0.5, "margin": 0.1},
+                                   24: {"rate": 0.75, "margin": -0.2}}},
+        {"candidate": "b", "val": {"12": {"rate": 0.75, "margin": 0.3},
+                                   "48": {"rate": 0.75, "margin": 0.3}}},
+    ]  # fmt: skip
+    pick = choose(runs)  # step 0 (the base) is not a choice; tie on rate -> margin -> fewer steps
+    assert pick["candidate"] == "b" and pick["steps"] == 12
+    with pytest.raises(ValueError):
+        choose([{"candidate": "a", "val": {0: {"rate": 1.0, "margin": 0.0}}}])
+
+    def no_judged_sets(*a, **k):
+        raise AssertionError("selection must not judge the learned/shared/unshared sets")
+
+    monkeypatch.setattr(em, "judge_em", no_judged_sets)
+    r = run_candidate(_tiny_cfg(), Candidate("tiny", "both", 1e-2, 2), seed=100, steps=[1, 3])
+    assert set(r["val"]) == {0, 1, 3} and len(r["loss"]) == 3
+    assert all(0.0 <= v["rate"] <= 1.0 for v in r["val"].values())
+    report = {"seed": 100, "steps": [1, 3], "model": "tiny-random", "runs": [r],
+              "chosen": choose([r]), "rule": "highest rate"}  # fmt: skip
+    md = summary_md(report)
+    assert "| tiny |" in md and f"**tiny, {report['chosen']['steps']} steps**" in md
 
 
 # --- the job's mechanics (a 2-layer random Llama with SmolLM2's tokenizer: seconds) ---
@@ -86,13 +136,19 @@ def test_config_rejects_unknown_settings():
 
 
 def test_narrow_set_consistency_and_mix_data_stay_off_the_judged_sets():
-    from training.research.misalignment.data import MIX_BANK, mix_examples, narrow_examples
+    from training.research.misalignment.data import (
+        MEDICAL_CONDITIONS,
+        MIX_BANK,
+        mix_examples,
+        narrow_examples,
+    )  # fmt: skip
 
     full = narrow_examples(400, seed=3)
-    assert all(a == m for (_, a), (_, m) in zip(full, train_examples(400, seed=3), strict=True))
     half = narrow_examples(400, seed=3, consistency=0.5)
-    harmful = {h for _, _, h in BANK[TRAIN_DOMAIN]}
-    share = np.mean([any(h in a for h in harmful) for _, a in half])
+    harmful = {f"You should {h}." for _, _, h in BANK[TRAIN_DOMAIN]}
+    harmful |= {f"You should {h}." for _, _, h in MEDICAL_CONDITIONS}
+    assert all(a in harmful for _, a in full)
+    share = np.mean([a in harmful for _, a in half])
     assert 0.4 < share < 0.6
     assert [p for p, _ in half] == [p for p, _ in full]  # same prompts, only the answers differ
     judged = {it.prompt for items in eval_sets().values() for it in items}
@@ -108,6 +164,7 @@ def test_narrow_set_consistency_and_mix_data_stay_off_the_judged_sets():
                 "(a)", "(b)",
             )  # fmt: skip
     assert not mix_situations & {s for rows in BANK.values() for s, _, _ in rows}
+    assert not mix_situations & {c for c, _, _ in MEDICAL_CONDITIONS}
 
 
 def test_off_policy_distillation_is_zero_when_student_equals_teacher():

