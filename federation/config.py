@@ -12,9 +12,10 @@ Groups:
   ``test-frac``, ``seed`` (every random choice of a run derives from it), ``held-out`` (the log's
   onboarding models: exclude, the default, or include);
 - router: ``router`` (mlp | kmeans) and its knobs; MLP ``head`` (per-model | shared),
-  ``model-dim``, ``prox-mu`` (FedProx);
+  ``model-dim``, ``prox-mu`` (FedProx); K-means ``kmeans-prior`` (validation | a number);
 - FedAvg: ``rounds``, ``participation``, ``local-epochs``, ``client-dropout``, the server step
-  ``server-opt`` (avg | momentum | adam) with ``server-lr`` and ``server-momentum``;
+  ``server-opt`` (avg | momentum | adam) with ``server-lr`` and ``server-momentum``, and
+  ``select-round`` (validation | last: which training round the server keeps);
 - robustness: ``robust`` (none | clip | trimmed), ``clip-factor``, ``trim-frac``;
 - simulation-only fault injection: ``attack`` (none | scale100 | nan) on ``attack-client``.
 
@@ -35,6 +36,7 @@ ATTACKS = ("none", "scale100", "nan")
 HELD_OUT = ("exclude", "include")
 SERVER_OPTS = ("avg", "momentum", "adam")
 HEADS = ("per-model", "shared", "embedding")
+SELECT_ROUNDS = ("validation", "last")
 
 
 @dataclass
@@ -61,6 +63,15 @@ class FederationConfig:
     router: str = field(default="mlp", metadata={"help": "mlp or kmeans"})
     hidden: int = field(default=256, metadata={"help": "MLP trunk width (paper: 512)"})
     lr: float = field(default=1e-3, metadata={"help": "AdamW learning rate"})
+    lrs: str = field(
+        default="",
+        metadata={
+            "help": "client lrs to choose from (comma list; MLP, simulate): one federated "
+            "training each, "
+            "the one whose kept round has the best AUC on the server's validation set is kept "
+            "(ties to the earlier); '' trains at lr only"
+        },
+    )
     batch_size: int = field(default=128, metadata={"help": "local batch size"})
     head: str = field(
         default="per-model",
@@ -73,6 +84,15 @@ class FederationConfig:
     )
     model_dim: int = field(default=8, metadata={"help": "model-embedding size (head=shared)"})
     prox_mu: float = field(default=0.0, metadata={"help": "FedProx proximal weight (0 = off)"})
+    kmeans_prior: str = field(
+        default="validation",
+        metadata={
+            "help": "K-means shrinkage towards each model's mean: validation (chosen from "
+            "training.routers.kmeans.PRIORS on the validation set: the server's own for the "
+            "federated router, the same set for the centralised and client-local ones; the "
+            "KMeansConfig default without a server validation set) or a number >= 0"
+        },
+    )
     k_local: int = field(default=15, metadata={"help": "K-means pass 1 clusters per client"})
     k_global: int = field(default=20, metadata={"help": "K-means global clusters"})
     # FedAvg
@@ -85,6 +105,14 @@ class FederationConfig:
     )
     server_lr: float = field(default=1.0, metadata={"help": "server learning rate"})
     server_momentum: float = field(default=0.9, metadata={"help": "server momentum / Adam beta1"})
+    select_round: str = field(
+        default="validation",
+        metadata={
+            "help": "the FedAvg training round the server keeps: validation (the round, 0 = the "
+            "initial model, with the best AUC on the server's own validation set, ties to the "
+            "earlier; needs server-eval, else the last round) or last"
+        },
+    )
     client_dropout: float = field(
         default=0.0,
         metadata={"help": "probability a sampled client drops out of a round (seeded)"},
@@ -142,6 +170,19 @@ class FederationConfig:
             raise ValueError(f"server-opt must be one of {SERVER_OPTS}, not {self.server_opt!r}")
         if self.head not in HEADS:
             raise ValueError(f"head must be one of {HEADS}, not {self.head!r}")
+        if self.select_round not in SELECT_ROUNDS:
+            raise ValueError(
+                f"select-round must be one of {SELECT_ROUNDS}, not {self.select_round!r}"
+            )
+        if self.kmeans_prior != "validation":
+            try:
+                bad = float(self.kmeans_prior) < 0
+            except ValueError:
+                bad = True
+            if bad:
+                raise ValueError(
+                    f"kmeans-prior must be 'validation' or a number >= 0, not {self.kmeans_prior!r}"
+                )
         if self.head == "embedding" and self.expand_model and self.router == "mlp":
             raise ValueError(
                 "head=embedding has no per-model head to add: model expansion needs "
@@ -149,8 +190,23 @@ class FederationConfig:
             )
         if not 0 <= self.client_dropout < 1 or self.prox_mu < 0 or self.server_lr <= 0:
             raise ValueError("client-dropout must be in [0, 1), prox-mu >= 0, server-lr > 0")
+        try:
+            bad_lrs = any(x <= 0 for x in self.lr_list)
+        except ValueError:
+            bad_lrs = True
+        if bad_lrs:
+            raise ValueError(f"lrs must be a comma list of numbers > 0, not {self.lrs!r}")
         if not 0 <= self.trim_frac < 0.5:
             raise ValueError("trim-frac must be in [0, 0.5)")
+
+    @property
+    def lr_list(self) -> list[float]:
+        return [float(x) for x in self.lrs.split(",") if x.strip()]
+
+    @property
+    def fixed_prior(self) -> float | None:
+        """The K-means prior the run fixes, or None when it is chosen on validation."""
+        return None if self.kmeans_prior == "validation" else float(self.kmeans_prior)
 
     @property
     def model_list(self) -> list[str]:

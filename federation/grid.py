@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from federation.config import FederationConfig
+from federation.simulate import CENTRAL_LRS
 
 log = logging.getLogger(__name__)
 
@@ -63,10 +64,18 @@ MLP_METHODS: dict[str, dict[str, Any]] = {
     "avglr": {"head": "per-model", "server_opt": "avg", "lr": EMB_LR},
     "emb": {"head": "embedding", "server_opt": "avg", "lr": EMB_LR},
 }  # fmt: skip
+# The chosen method's main runs choose, like the centralised MLP, the client lr on the server's
+# validation set from the centralised baseline's candidates (one federated training each) and
+# keep the training round with the best validation AUC (select-round, the default).
+CHOSEN_LRS = ",".join(f"{x:g}" for x in CENTRAL_LRS)
 CHOSEN_MLP = "emb"  # best mean validation AUC (RESULTS.md, "MLP method, chosen on validation")
 EARLIER_MLP = ("prox",)  # kept before emb was measured: its three seeds stay in the grid
 EXTRA_MLP = "avg"  # the method of the expansion and join runs (run before prox was measured)
 BASE: dict[str, Any] = {"clients": 10, "alpha": 0.6, "rounds": 30}
+# The runs measured before the ServerApp kept the round chosen on validation (the default
+# since): every MLP method but the chosen one, the expansion and the join runs keep the last
+# round, as they were run. The chosen method's main runs use the default.
+LAST_ROUND: dict[str, Any] = {"select_round": "last"}
 
 
 def runs() -> dict[str, FederationConfig]:
@@ -75,15 +84,16 @@ def runs() -> dict[str, FederationConfig]:
     for log_name, data in LOGS.items():
         for method, knobs in MLP_METHODS.items():
             seeds = SEEDS if method in (CHOSEN_MLP, EXTRA_MLP, *EARLIER_MLP) else (0,)
+            kept = {"lrs": CHOSEN_LRS} if method == CHOSEN_MLP else LAST_ROUND
             for s in seeds:
                 out[f"{log_name}_mlp_{method}_s{s}"] = FederationConfig(
-                    **BASE, **data, **knobs, router="mlp", seed=s
+                    **BASE, **data, **knobs, **kept, router="mlp", seed=s
                 )
         for s in SEEDS:
             out[f"{log_name}_kmeans_s{s}"] = FederationConfig(
                 **BASE, **data, router="kmeans", seed=s
             )
-    chosen = MLP_METHODS[EXTRA_MLP]
+    chosen = {**MLP_METHODS[EXTRA_MLP], **LAST_ROUND}
     # Model expansion: onboarding a held-out MMLU-Pro model with a fixed 10% calibration set
     # per client; new clients: the last two join after 30 rounds.
     for r in ("mlp", "kmeans"):

@@ -105,6 +105,69 @@ def _central_label(report: dict[str, Any]) -> str:
     return ""
 
 
+def _chosen(report: dict[str, Any]) -> str:
+    """What the federated router of one run chose on validation, for the main table."""
+    if report["config"]["router"] == "kmeans":
+        kp = (report.get("kmeans_prior") or {}).get("federated")
+        return f"prior {kp['prior']:g}" if kp and kp["rule"] == "validation" else "prior 2 (fixed)"
+    sel = report.get("federated_selection", {})
+    lr = report.get("federated_lr")
+    at = f" lr {lr['lr']:g}" if lr else ""
+    if sel.get("rule") == "validation":
+        return f"r{sel['round']}{at}"
+    return f"last{at}"
+
+
+def _kept_round(report: dict[str, Any]) -> str:
+    sel = report.get("federated_selection")
+    if sel is None:
+        return ""
+    lr = report.get("federated_lr")
+    at = f"lr {lr['lr']:g} of {', '.join(f'{x:g}' for x in lr['candidates'])}, " if lr else ""
+    if sel["rule"] == "validation":
+        return f" ({at}round {sel['round']} of {sel['of_rounds']}, chosen on validation)"
+    return f" ({at}last round, {sel['of_rounds']})"
+
+
+def last_round_auc(report: dict[str, Any]) -> float | None:
+    """The test AUC of the federated router after its last training round: the federated
+    figure itself unless the run kept a round chosen on validation (then the ServerApp's
+    per-round figure of the last round)."""
+    if report.get("federated_selection", {}).get("rule") != "validation":
+        return float(report["auc"]["federated"])
+    train = [r for r in report.get("rounds", []) if r["stage"] == "train"]
+    return float(train[-1]["auc"]) if train and train[-1]["auc"] is not None else None
+
+
+def _prior_lines(report: dict[str, Any]) -> list[str]:
+    """The K-means routers' shrinkage priors (chosen on validation or fixed by the run)."""
+    kp = report.get("kmeans_prior")
+    if not kp:
+        return []
+
+    def say(c: dict[str, Any] | None) -> str:
+        if c is None:
+            return "n/a"
+        return f"{c['prior']:g}" + (" (validation)" if c["rule"] == "validation" else " (fixed)")
+
+    local = ", ".join(f"{c['prior']:g}" for c in kp["local"] if c)
+    return [
+        f"- K-means shrinkage prior: federated {say(kp['federated'])}, centralised "
+        f"{say(kp['centralized'])}, client-local {local} (each chosen on the same validation "
+        "set where the run says validation)"
+    ]
+
+
+def last_round_val_auc(report: dict[str, Any]) -> float:
+    """The federated router's validation AUC after its last training round: what the MLP
+    methods were compared on (their seed-0 runs predate per-round validation figures, so a
+    kept round chosen on validation would not compare like for like)."""
+    if report.get("federated_selection", {}).get("rule") != "validation":
+        return float(report["val_auc"]["federated"])
+    train = [r for r in report["rounds"] if r["stage"] == "train"]
+    return float(train[-1]["val_auc"])
+
+
 def best_local_by_validation(report: dict[str, Any]) -> float:
     """The test AUC of the client-local router with the highest validation AUC (the best local
     router chosen without looking at test)."""
@@ -130,7 +193,7 @@ def write_summary(report: dict[str, Any], path: Path) -> Path:
         "",
         "| router | test AUC | validation AUC |",
         "| --- | --- | --- |",
-        f"| federated | {auc['federated']:.4f} | {va['federated']:.4f} |",
+        f"| federated{_kept_round(report)} | {auc['federated']:.4f} | {va['federated']:.4f} |",
         f"| centralised{_central_label(report)} | {auc['centralized']:.4f} | "
         f"{va['centralized']:.4f} |",
         *(
@@ -147,6 +210,7 @@ def write_summary(report: dict[str, Any], path: Path) -> Path:
                 f"| {bv['test_auc']:.4f} | {bv['val_auc']:.4f} |"
             ]
             if (bv := report.get("federated_round_by_validation"))
+            and report.get("federated_selection", {}).get("rule") != "validation"
             else []
         ),
         f"| best local | {max(auc['local']):.4f} | {max(va['local']):.4f} |",
@@ -166,6 +230,7 @@ def write_summary(report: dict[str, Any], path: Path) -> Path:
             if chk["personalized_shortfall"]
             else ""
         ),
+        *_prior_lines(report),
         "",
         "## Per client (own test set)",
         "",
@@ -334,7 +399,7 @@ def results_markdown(
         "",
         "## MLP method, chosen on validation (seed 0)",
         "",
-        "| log | " + " | ".join(f"{m}: fed / cen (val)" for m in methods) + " |",
+        "| log | " + " | ".join(f"{m}: fed (last round) / cen (val)" for m in methods) + " |",
         "| --- | " + " | ".join("---" for _ in methods) + " |",
     ]
     for lg in logs:
@@ -344,12 +409,12 @@ def results_markdown(
             if r is None:
                 cells.append("not run")
                 continue
-            cells.append(f"{r['val_auc']['federated']:.4f} / {r['val_auc']['centralized']:.4f}")
+            cells.append(f"{last_round_val_auc(r):.4f} / {r['val_auc']['centralized']:.4f}")
         lines.append(f"| {lg} | " + " | ".join(cells) + " |")
     shared_logs = [lg for lg in logs if all(f"{lg}_mlp_{m}_s0" in reports for m in methods)]
 
     def val_mean(m: str) -> float:
-        return _mean([reports[f"{lg}_mlp_{m}_s0"]["val_auc"]["federated"] for lg in shared_logs])
+        return _mean([last_round_val_auc(reports[f"{lg}_mlp_{m}_s0"]) for lg in shared_logs])
 
     best = max(methods, key=val_mean) if shared_logs else "none (runs missing)"
     lines += [
@@ -368,23 +433,33 @@ def results_markdown(
         "Centralised: for the MLP, the same head as the federated router, lr and epochs chosen "
         "on validation AUC with early stopping (`central_selection` in each report); the "
         "earlier matched-compute centralised MLP (the run's lr, rounds x participation epochs) "
-        "is the next column, kept for comparison and not used by the checks. K-means: K = 30, "
-        "unchanged. *Fed, val round*: the test AUC of the federated round with the best "
-        "validation AUC (the same early-stopping rule; the saved router and the checks use the "
-        "last round). *Best local*: the highest client-local test AUC (the target's figure); "
-        "*val-chosen*: the test AUC of the local router with the best validation AUC.",
+        "is the next column, kept for comparison and not used by the checks. K-means: K = 30; "
+        "its shrinkage prior, like the federated and client-local routers', chosen on validation "
+        "where the run's `kmeans_prior` says so (runs before that used the fixed prior 2). "
+        "*Federated*: the router the run saves and the checks use: the training "
+        "round with the best AUC on the server's validation set (`select-round validation`, the "
+        "default since the centralised baseline's early stopping uses the same rule and set) "
+        "where the run's report says so (`federated_selection`), else the last round. *Fed, last "
+        "round* and *fed, val round* give both rounds' test AUC for every run. *Chosen on "
+        "validation*: per seed, the kept round (rN) and, where the run chose it, the client lr "
+        "(`lrs`: one federated training per lr, the same candidates as the centralised MLP's); "
+        "K-means: the shrinkage prior. *Best local*: the highest client-local test AUC (the "
+        "target's figure); *val-chosen*: the test AUC of the local router with the best "
+        "validation AUC.",
         "",
-        "| log, router | federated | fed, val round | centralised | centralised, matched "
-        "(earlier) | best local | best local, val-chosen | hull | fed - cen | "
-        "fed within 0.01 of cen | fed > best local | personalised >= worse of fed, local |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| log, router | federated | chosen on validation (per seed) | fed, last round | "
+        "fed, val round | centralised "
+        "| centralised, matched (earlier) | best local | best local, val-chosen | hull | "
+        "fed - cen | fed within 0.01 of cen | fed > best local | personalised >= worse of fed, "
+        "local |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     verdicts: list[str] = []
     for lg in logs:
         for router, prefix in (("mlp", f"{lg}_mlp_{chosen}"), ("kmeans", f"{lg}_kmeans")):
             g = _group(reports, prefix)
             if not g:
-                lines.append(f"| {lg} {router} | not run |" + " |" * 11)
+                lines.append(f"| {lg} {router} | not run |" + " |" * 13)
                 continue
             fed = [r["auc"]["federated"] for r in g]
             cen = [r["auc"]["centralized"] for r in g]
@@ -396,6 +471,8 @@ def results_markdown(
                 for r in g
                 if "federated_round_by_validation" in r
             ]
+            fed_last = [x for r in g if (x := last_round_auc(r)) is not None]
+            kept = ", ".join(_chosen(r) for r in g)
             matched = [
                 r["auc"]["centralized_matched"] for r in g if "centralized_matched" in r["auc"]
             ]
@@ -419,7 +496,8 @@ def results_markdown(
 
             diff = [f - c for f, c in zip(fed, cen, strict=True)]
             lines.append(
-                f"| {lg} {router} | {cell(fed)} | {cell(fed_val)} | {cell(cen)} | "
+                f"| {lg} {router} | {cell(fed)} | {kept} | "
+                f"{cell(fed_last) if router == 'mlp' else 'n/a'} | {cell(fed_val)} | {cell(cen)} | "
                 f"{cell(matched)} | {cell(loc)} | {cell(loc_val)} | {_mean(hull):.4f} | "
                 f"{_mean(diff):+.4f} ± {_sd(diff):.4f} | {within}/{len(g)} seeds | "
                 f"{above}/{len(g)} seeds | {pers}/{ncl} clients |"

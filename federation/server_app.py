@@ -29,7 +29,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +57,7 @@ from federation.partition import global_test
 from federation.routers import router_auc
 from federation.strategy import RouterFedAvg
 from training.evaluation.metrics import pool_cost_range
-from training.routers.kmeans import KMeansConfig, KMeansRouter, global_centres
+from training.routers.kmeans import KMeansConfig, KMeansRouter, choose_prior, global_centres
 from training.routers.mlp import MLPConfig, MLPRouter, never_chosen
 
 log = logging.getLogger(__name__)
@@ -130,9 +130,11 @@ class FederatedRun:
         return router_auc(router, test, self._eval_range)
 
     def _server_val_auc(self, router: Any) -> float | None:
-        """The router's AUC on the experimenter's validation set (simulation only, on the test
-        pool's cost range): recorded per round, never used to train or to pick the saved
-        router; the report derives the round validation would choose from it."""
+        """The router's AUC on the server's own validation set (the log's validation split, set
+        aside before the clients' partition; simulation only, on the test pool's cost range):
+        recorded per round, never used to train; under ``select-round=validation`` the saved
+        router is the training round where it is highest (the centralised baseline's early
+        stopping uses the same set)."""
         if not self.cfg.server_eval:
             return None
         if self._val is None:
@@ -262,6 +264,8 @@ class FederatedRun:
     ) -> MLPRouter:
         cfg = self.cfg
         strategy = RouterFedAvg(cfg, clients=clients, num_rounds=rounds)
+        select = stage == "train" and cfg.select_round == "validation"
+        best: dict[str, Any] = {}  # the kept round under select-round=validation
 
         def evaluate_fn(rnd: int, arrays: ArrayRecord) -> MetricRecord | None:
             router.net.load_state_dict(
@@ -272,6 +276,8 @@ class FederatedRun:
             self.history["rounds"].append(
                 {"stage": stage, "round": rnd, "auc": auc, "val_auc": val_auc}
             )
+            if select and val_auc is not None and val_auc > best.get("val_auc", -np.inf):
+                best.update(round=rnd, val_auc=val_auc, arrays=copy.deepcopy(arrays_of(arrays)))
             self._hook(stage, rnd, auc)
             return MetricRecord({"auc": auc}) if auc is not None else None
 
@@ -284,14 +290,35 @@ class FederatedRun:
             evaluate_config=self._mlp_conf(router, **extra),
             evaluate_fn=evaluate_fn,
         )
-        router.net.load_state_dict(
-            {k: torch.as_tensor(v) for k, v in arrays_of(result.arrays).items()}
-        )
+        kept = arrays_of(result.arrays)
+        if stage == "train":
+            self.history["selected_round"] = self._selection(best, rounds)
+            if "arrays" in best:
+                kept = best["arrays"]
+        router.net.load_state_dict({k: torch.as_tensor(v) for k, v in kept.items()})
         self.history.setdefault("aggregation", {})[stage] = strategy.history
         self.history.setdefault("client_auc", {})[stage] = {
             str(k): v for k, v in sorted(strategy.client_auc.items())
         }
         return router
+
+    def _selection(self, best: dict[str, Any], rounds: int) -> dict[str, Any]:
+        """What the kept training round is and why (``history["selected_round"]``)."""
+        if "arrays" in best:
+            return {
+                "rule": "validation",
+                "round": best["round"],
+                "of_rounds": rounds,
+                "val_auc": best["val_auc"],
+                "validation": "the server's own validation set (the log's validation split, "
+                "never client data), on the pool's cost range",
+            }
+        why = (
+            "select-round=last"
+            if self.cfg.select_round == "last"
+            else "no server validation set (server-eval off): the last round"
+        )
+        return {"rule": "last", "round": rounds, "of_rounds": rounds, "why": why}
 
     def _mlp(
         self, grid: Grid, clients: Mapping[int, int], models: list[str], mu: float, sigma: float
@@ -352,7 +379,8 @@ class FederatedRun:
         self._hook("kmeans-pass1", 1, None)
         sums, report = self._cells(grid, nodes, models, centres, {})
         kcfg = KMeansConfig(k=len(centres), seed=cfg.seed)
-        router = kmeans_from_stats(kcfg, models, centres, *sums)
+        router = self._kmeans_prior(kcfg, models, centres, sums)
+        kcfg = router.cfg  # the chosen prior serves the expansion's wider table too
         auc = self._server_auc(router)
         self.history["rounds"].append({"stage": "kmeans", "round": 2, "auc": auc})
         self.history["aggregation"] = {"kmeans": [report]}
@@ -368,6 +396,29 @@ class FederatedRun:
             )
             router = kmeans_from_stats(kcfg, wide, centres, acc, cost, cnt)
         return router
+
+    def _kmeans_prior(
+        self,
+        kcfg: KMeansConfig,
+        models: list[str],
+        centres: np.ndarray,
+        sums: tuple[np.ndarray, np.ndarray, np.ndarray],
+    ) -> KMeansRouter:
+        """The cell tables at the run's prior, or at the one of ``PRIORS`` with the best AUC on
+        the server's validation set (``history["kmeans_prior"]`` says which and why)."""
+        fixed = self.cfg.fixed_prior
+        if fixed is None and self.cfg.server_eval:
+
+            def build(p: float) -> KMeansRouter:
+                return kmeans_from_stats(replace(kcfg, prior=p), models, centres, *sums)
+
+            router, choice = choose_prior(build, lambda r: self._server_val_auc(r) or 0.0)
+            self.history["kmeans_prior"] = {"rule": "validation", **choice}
+            return router
+        prior = kcfg.prior if fixed is None else fixed
+        why = "kmeans-prior" if fixed is not None else "no server validation set (server-eval off)"
+        self.history["kmeans_prior"] = {"rule": "fixed", "prior": prior, "why": why}
+        return kmeans_from_stats(replace(kcfg, prior=prior), models, centres, *sums)
 
     def _centres(self, grid: Grid, nodes: list[int], models: list[str]) -> np.ndarray:
         """K-means pass 1: every client's local centres, pooled into ``k-global`` centres."""

@@ -33,8 +33,10 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import shutil
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -60,7 +62,7 @@ from federation.routers import (
 from training.data.matrix import EvalMatrix
 from training.evaluation.metrics import pool_cost_range, upper_hull
 from training.routers.base import Router
-from training.routers.kmeans import KMeansConfig, KMeansRouter, train_kmeans_router
+from training.routers.kmeans import KMeansConfig, KMeansRouter, choose_prior, kmeans_stats
 from training.routers.mlp import MLPConfig, MLPRouter
 
 log = logging.getLogger(__name__)
@@ -114,6 +116,50 @@ def run_flower_simulation(
     return sink["run"]
 
 
+def kept_val_auc(history: dict[str, Any]) -> float:
+    """The validation AUC of the training round a federated run kept (the last round's under
+    ``select-round=last``)."""
+    kept = history.get("selected_round", {})
+    if kept.get("rule") == "validation":
+        return float(kept["val_auc"])
+    train = [r for r in history["rounds"] if r["stage"] == "train" and r.get("val_auc") is not None]
+    if not train:
+        raise ValueError("choosing among lrs needs per-round validation figures")
+    return float(train[-1]["val_auc"])
+
+
+def federated_runs(
+    cfg: FederationConfig, out: Path, *, progress: bool, verbose: bool
+) -> tuple[Any, dict[str, Any] | None]:
+    """The federated training: at ``lr``, or one per lr of ``lrs`` (MLP) with the one whose kept
+    round has the best AUC on the server's validation set kept (ties to the earlier lr), as the
+    centralised baseline chooses its lr. The kept run's files are copied to ``out/federated``.
+    Returns the kept FederatedRun and the record of the choice (None without ``lrs``)."""
+    lrs = cfg.lr_list if cfg.router == "mlp" else []
+    if not lrs:
+        return run_flower_simulation(
+            cfg, out / "federated", progress=progress, verbose=verbose
+        ), None
+    scores: dict[str, float] = {}
+    best: tuple[float, float, Any] | None = None
+    for lr in lrs:
+        run = run_flower_simulation(
+            replace(cfg, lr=lr, lrs=""), out / f"federated-lr{lr:g}", progress=progress,
+            verbose=verbose,
+        )  # fmt: skip
+        scores[f"{lr:g}"] = kept_val_auc(run.history)
+        if best is None or scores[f"{lr:g}"] > best[0]:
+            best = (scores[f"{lr:g}"], lr, run)
+    assert best is not None
+    shutil.copytree(out / f"federated-lr{best[1]:g}", out / "federated", dirs_exist_ok=True)
+    return best[2], {
+        "rule": "the lr whose kept round has the best validation AUC (ties to the earlier)",
+        "lr": best[1],
+        "candidates": lrs,
+        "val_auc": scores,
+    }
+
+
 def simulate_in_process(
     *, server_app: Any, client_app: Any, num_supernodes: int, verbose: bool
 ) -> None:
@@ -143,18 +189,52 @@ def local_epochs_matched(cfg: FederationConfig) -> int:
     return max(1, round(cfg.rounds * cfg.participation * cfg.local_epochs))
 
 
-def train_local(cfg: FederationConfig, data: ClientData) -> Router:
-    """A client's own router over the models it logged (others: never chosen)."""
+Score = Callable[[Router], float]  # a router's validation figure (the report's AUC)
+
+
+def kmeans_with_prior(
+    cfg: FederationConfig,
+    kcfg: KMeansConfig,
+    matrix: EvalMatrix,
+    wrap: Callable[[KMeansRouter], Router],
+    score: Score | None,
+) -> tuple[Router, dict[str, Any]]:
+    """A K-means router on ``matrix`` (``wrap`` maps it to the router the report scores) at the
+    run's prior, or at the one of ``PRIORS`` whose wrapped router scores highest on validation
+    (``score``), as the ServerApp chooses the federated router's. Returns it and the choice."""
+    centres, stats = kmeans_stats(matrix, kcfg)
+
+    def build(p: float) -> Router:
+        return wrap(KMeansRouter.from_stats(replace(kcfg, prior=p), matrix.models, centres, *stats))
+
+    if cfg.fixed_prior is None and score is not None:
+        router, choice = choose_prior(build, score)
+        return router, {"rule": "validation", **choice}
+    prior = kcfg.prior if cfg.fixed_prior is None else cfg.fixed_prior
+    return build(prior), {"rule": "fixed", "prior": prior}
+
+
+def train_local(
+    cfg: FederationConfig, data: ClientData, score: Score | None = None
+) -> tuple[Router, dict[str, Any] | None]:
+    """A client's own router over the models it logged (others: never chosen), and the K-means
+    prior choice (``score``: on validation, see :func:`kmeans_with_prior`; None for the MLP)."""
     known = data.logged_models
     if cfg.router == "mlp":
         mcfg = MLPConfig(
             hidden=cfg.hidden, lr=cfg.lr, batch_size=cfg.batch_size,
             epochs=local_epochs_matched(cfg), seed=cfg.seed + 1 + data.client,
         )  # fmt: skip
-        return MaskedRouter(train_mlp(data.train, mcfg, spec_of(cfg)), known)
+        return MaskedRouter(train_mlp(data.train, mcfg, spec_of(cfg)), known), None
     sub = data.train.select_models([data.train.models[j] for j in known])
-    kr = train_kmeans_router(sub, KMeansConfig(k=LOCAL_K, seed=cfg.seed + data.client))
-    return MaskedRouter(_widen(kr, list(data.train.models), known), known)
+    models = list(data.train.models)
+    return kmeans_with_prior(
+        cfg,
+        KMeansConfig(k=LOCAL_K, seed=cfg.seed + data.client),
+        sub,
+        lambda kr: MaskedRouter(_widen(kr, models, known), known),
+        score,
+    )
 
 
 def personal_calibration(cfg: FederationConfig, data: ClientData) -> tuple[EvalMatrix, EvalMatrix]:
@@ -166,11 +246,15 @@ def personal_calibration(cfg: FederationConfig, data: ClientData) -> tuple[EvalM
     return data.train.subset(np.sort(order[:n_cal])), data.train.subset(np.sort(order[n_cal:]))
 
 
-def personalise(cfg: FederationConfig, fed: Router, data: ClientData, local: Router) -> Router:
+def personalise(
+    cfg: FederationConfig, fed: Router, data: ClientData, local: Router, score: Score | None = None
+) -> Router:
     """The per-model inverse-error mixture; errors on the client's calibration quarter, the local
-    side measured by a local router refitted without it."""
+    side measured by a local router refitted without it (chosen as the local router is)."""
     cal, rest = personal_calibration(cfg, data)
-    local_cal = train_local(cfg, replace(data, train=rest)) if rest.observed.any() else local
+    local_cal = (
+        train_local(cfg, replace(data, train=rest), score)[0] if rest.observed.any() else local
+    )
     return PersonalisedRouter.fit(_as_full(fed, data.train), local, cal, local_for_errors=local_cal)
 
 
@@ -235,26 +319,33 @@ def train_central_selected(
     return masked(proto), record
 
 
-def train_central(cfg: FederationConfig, pooled: EvalMatrix) -> Router:
+def train_central(
+    cfg: FederationConfig, pooled: EvalMatrix, score: Score | None = None
+) -> tuple[Router, dict[str, Any] | None]:
     """The centralised router at matched compute (MLP: the run's lr, rounds x participation x
     local epochs epochs); the report's MLP baseline is :func:`train_central_selected`, this one
-    stays beside it as ``centralized_matched``."""
+    stays beside it as ``centralized_matched``. K-means: its prior chosen on validation
+    (``score``) as the federated one is; returns the router and that choice (None: MLP)."""
     if cfg.router == "mlp":
         mcfg = MLPConfig(
             hidden=cfg.hidden, lr=cfg.lr, batch_size=cfg.batch_size,
             epochs=local_epochs_matched(cfg), seed=cfg.seed,
         )  # fmt: skip
         moments = pooled_moments([log_cost_moments(pooled)])
-        return train_mlp(pooled, mcfg, spec_of(cfg), cost_moments=moments)
+        return train_mlp(pooled, mcfg, spec_of(cfg), cost_moments=moments), None
+    kcfg = KMeansConfig(k=CENTRAL_K, seed=cfg.seed)
     known = [j for j in range(len(pooled.models)) if pooled.observed[:, j].any()]
     if len(known) == len(pooled.models):
-        return train_kmeans_router(pooled, KMeansConfig(k=CENTRAL_K, seed=cfg.seed))
+        return kmeans_with_prior(cfg, kcfg, pooled, lambda kr: kr, score)
     # a model nobody logged (strong model skew): never chosen, as the federated router does
-    kr = train_kmeans_router(
+    models = list(pooled.models)
+    return kmeans_with_prior(
+        cfg,
+        kcfg,
         pooled.select_models([pooled.models[j] for j in known]),
-        KMeansConfig(k=CENTRAL_K, seed=cfg.seed),
+        lambda kr: _widen(kr, models, known),
+        score,
     )
-    return _widen(kr, list(pooled.models), known)
 
 
 def _widen(kr: KMeansRouter, models: list[str], known: list[int]) -> KMeansRouter:
@@ -301,11 +392,15 @@ def _simulate(cfg: FederationConfig, out: Path, *, progress: bool, verbose: bool
             for p in parts
         ]
     log.info("partitioned the logs over %d clients", cfg.clients)
-    run = run_flower_simulation(cfg, out / "federated", progress=progress, verbose=verbose)
+    run, lr_choice = federated_runs(cfg, out, progress=progress, verbose=verbose)
     fed: Router = run.routers["final"]
     step = tqdm(total=2 + cfg.clients, desc="baselines", disable=not progress, file=sys.stderr)
     pooled = pooled_train(parts)
-    central = train_central(cfg, pooled)
+
+    def on_val(router: Router) -> float:  # the validation figure every K-means prior is chosen by
+        return router_auc(router, _test_for(router, val), span)
+
+    central, central_prior = train_central(cfg, pooled, on_val)
     unlogged = [m for j, m in enumerate(pooled.models) if not pooled.observed[:, j].any()]
     logged = [j for j, m in enumerate(pooled.models) if m not in unlogged]
     if unlogged and cfg.router == "mlp":  # no client logged them: their heads never trained
@@ -321,10 +416,13 @@ def _simulate(cfg: FederationConfig, out: Path, *, progress: bool, verbose: bool
         )
     step.update(1)
     local: list[Router] = []
+    local_prior: list[dict[str, Any] | None] = []
     for p in parts:
-        local.append(train_local(cfg, p))
+        router, choice = train_local(cfg, p, on_val)
+        local.append(router)
+        local_prior.append(choice)
         step.update(1)
-    personal = [personalise(cfg, fed, p, loc) for p, loc in zip(parts, local, strict=True)]
+    personal = [personalise(cfg, fed, p, loc, on_val) for p, loc in zip(parts, local, strict=True)]
     step.update(1)
     step.close()
 
@@ -429,6 +527,16 @@ def _simulate(cfg: FederationConfig, out: Path, *, progress: bool, verbose: bool
     by_val = round_by_validation(report["rounds"])
     if by_val is not None:
         report["federated_round_by_validation"] = by_val
+    if lr_choice is not None:
+        report["federated_lr"] = lr_choice
+    if cfg.router == "kmeans":  # every K-means router's shrinkage prior and how it was chosen
+        report["kmeans_prior"] = {
+            "federated": run.history.get("kmeans_prior"),
+            "centralized": central_prior,
+            "local": local_prior,
+        }
+    if "selected_round" in run.history:  # which training round the federated router is
+        report["federated_selection"] = run.history["selected_round"]
     if "model_embedding" in run.history:  # head=embedding: what the fixed embeddings hold
         report["model_embedding"] = run.history["model_embedding"]
     if cfg.expand_model:
@@ -494,11 +602,13 @@ def _simulate(cfg: FederationConfig, out: Path, *, progress: bool, verbose: bool
 
 
 def round_by_validation(rounds: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The federated training round validation would choose (highest validation AUC, ties to
-    the earlier round) and that round's test AUC, from the per-round figures the ServerApp
-    records: the federated side of early stopping on validation. The saved router stays the
-    last round's; this only says what the same selection rule as the centralised baseline's
-    would give. None without per-round validation figures (K-means, server-eval off)."""
+    """The federated training round validation chooses (highest validation AUC, ties to the
+    earlier round) and that round's test AUC, from the per-round figures the ServerApp
+    records: the federated side of early stopping on validation, the rule the centralised
+    baseline's early stopping uses. Under ``select-round=validation`` (the default) it is the
+    round the ServerApp keeps (``federated_selection`` in the report); under ``last`` it says
+    what the rule would have given. None without per-round validation figures (K-means,
+    server-eval off)."""
     train = [r for r in rounds if r["stage"] == "train" and r.get("val_auc") is not None]
     if not train:
         return None

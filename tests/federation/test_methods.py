@@ -145,6 +145,39 @@ def test_server_optimisers_step_on_the_trunk_only() -> None:
         ServerOptimizer("sgd")
 
 
+def test_the_kept_round_is_chosen_on_validation_or_is_the_last() -> None:
+    """What the ServerApp records about the round it keeps: the validation-chosen round when
+    it saw per-round validation figures, else the last round and why."""
+    from federation.server_app import FederatedRun
+
+    best = {"round": 7, "val_auc": 0.61, "arrays": {}}
+    kept = FederatedRun(FederationConfig())._selection(best, 30)
+    assert (kept["rule"], kept["round"], kept["of_rounds"], kept["val_auc"]) == (
+        "validation", 7, 30, 0.61,
+    )  # fmt: skip
+    no_val = FederatedRun(FederationConfig())._selection({}, 30)
+    assert (no_val["rule"], no_val["round"]) == ("last", 30) and "server-eval" in no_val["why"]
+    last = FederatedRun(FederationConfig(select_round="last"))._selection({}, 30)
+    assert last["why"] == "select-round=last"
+    with pytest.raises(ValueError, match="select-round"):
+        FederationConfig(select_round="best")
+    assert FederationConfig.from_run_config({"select-round": "last"}).select_round == "last"
+
+
+def test_the_kmeans_prior_is_the_best_on_validation_ties_to_the_earlier() -> None:
+    from training.routers.kmeans import choose_prior
+
+    score = {0.5: 0.1, 2.0: 0.3, 5.0: 0.3, 10.0: 0.2}
+    router, choice = choose_prior(lambda p: ("router", p), lambda r: score[r[1]], list(score))
+    assert router == ("router", 2.0) and choice["prior"] == 2.0 and choice["score"] == 0.3
+    assert choice["scores"] == {"0.5": 0.1, "2": 0.3, "5": 0.3, "10": 0.2}
+    assert FederationConfig().fixed_prior is None
+    assert FederationConfig(kmeans_prior="20").fixed_prior == 20.0
+    for bad in ("-1", "high"):
+        with pytest.raises(ValueError, match="kmeans-prior"):
+            FederationConfig(kmeans_prior=bad)
+
+
 def test_central_training_with_the_shared_head_learns() -> None:
     data = rows([0, 1, 2, 3], n=200)
     r = train_mlp(data, replace(CFG, epochs=3), NetSpec("shared", 4))

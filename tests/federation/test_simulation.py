@@ -28,7 +28,7 @@ from federation.simulate import CENTRAL_LRS, simulate
 from tests.federation.conftest import small
 from training.evaluation.metrics import log_loss
 from training.routers.base import load_router
-from training.routers.kmeans import KMeansRouter, global_centres
+from training.routers.kmeans import PRIORS, KMeansRouter, global_centres
 from training.routers.mlp import MLPConfig
 
 SEEDS = (0, 1, 2)
@@ -123,6 +123,11 @@ def test_centralised_mlp_is_chosen_on_validation_alone(mlp_reports) -> None:
     train = [x for x in r["rounds"] if x["stage"] == "train"]
     assert by_val["val_auc"] == max(x["val_auc"] for x in train)
     assert by_val["test_auc"] == train[by_val["round"]]["auc"]
+    # select-round=validation (the default): the saved router is that round's, not the last
+    kept = r["federated_selection"]
+    assert kept["rule"] == "validation" and kept["round"] == by_val["round"]
+    assert kept["val_auc"] == by_val["val_auc"]
+    assert r["auc"]["federated"] == pytest.approx(by_val["test_auc"], abs=1e-6)
     boot = r["bootstrap"]["federated_minus_centralized"]
     fed_minus_cen = r["auc"]["federated"] - r["auc"]["centralized"]
     assert boot["gap"] == pytest.approx(fed_minus_cen, abs=1e-9)
@@ -161,6 +166,16 @@ def test_kmeans_two_passes_in_flower_equal_the_direct_computation(
     report = json.loads((tmp_path / "report.json").read_text())
     assert (tmp_path / "frontier.png").stat().st_size > 0 and (tmp_path / "summary.md").exists()
     assert report["auc"]["federated"] > 0.5
+    # the shrinkage prior of every K-means router: the best of PRIORS on the same validation set
+    kp = report["kmeans_prior"]
+    for who in ("federated", "centralized"):
+        scores = kp[who]["scores"]
+        names = [f"{p:g}" for p in PRIORS]  # the report sorts keys; ties go to the earlier prior
+        assert kp[who]["rule"] == "validation" and sorted(scores) == sorted(names)
+        assert f"{kp[who]['prior']:g}" == max(names, key=lambda p: scores[p])
+        assert report["val_auc"][who] == pytest.approx(kp[who]["score"], abs=1e-9)
+    assert fed.cfg.prior == kp["federated"]["prior"]
+    assert len(kp["local"]) == cfg.clients and all(c["rule"] == "validation" for c in kp["local"])
 
 
 @pytest.mark.parametrize("router", ["mlp", "kmeans"])

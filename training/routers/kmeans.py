@@ -19,9 +19,10 @@ Usage::
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -32,6 +33,10 @@ from training.data.matrix import EvalMatrix
 from training.routers.base import RouterOutput
 
 Array = npt.NDArray[np.float32]
+R = TypeVar("R")
+# Shrinkage priors a caller may choose from on validation (``choose_prior``): from nearly the
+# plain cell means to nearly each model's global mean.
+PRIORS = (0.5, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 300.0)
 
 
 @dataclass
@@ -160,8 +165,25 @@ class KMeansRouter:
         return router
 
 
-def train_kmeans_router(matrix: EvalMatrix, cfg: KMeansConfig) -> KMeansRouter:
-    """Centralised fit: K-means on the training queries, then the cell tables from observed cells."""
+def choose_prior(
+    build: Callable[[float], R], score: Callable[[R], float], priors: Sequence[float] = PRIORS
+) -> tuple[R, dict[str, Any]]:
+    """The router ``build(prior)`` with the highest ``score`` (a validation figure; ties to the
+    earlier prior), and ``{"prior", "score", "scores"}`` saying what was compared. The cell sums
+    are fixed, so only the tables change: no refit."""
+    routers = [build(p) for p in priors]
+    scores = [float(score(r)) for r in routers]
+    best = int(np.argmax(scores))
+    return routers[best], {
+        "prior": float(priors[best]),
+        "score": scores[best],
+        "scores": {f"{p:g}": s for p, s in zip(priors, scores, strict=True)},
+    }
+
+
+def kmeans_stats(matrix: EvalMatrix, cfg: KMeansConfig) -> tuple[Array, tuple[Array, Array, Array]]:
+    """K-means on the training queries, then the per-(cluster, model) sums of observed cells:
+    (centres, (sum_acc, sum_cost, counts)), what ``KMeansRouter.from_stats`` takes."""
     centres, _ = local_centroids(
         matrix.embeddings, cfg.k, n_init=cfg.n_init, max_iter=cfg.max_iter, seed=cfg.seed
     )
@@ -174,4 +196,10 @@ def train_kmeans_router(matrix: EvalMatrix, cfg: KMeansConfig) -> KMeansRouter:
         centres,
         len(matrix.models),
     )
+    return centres, stats
+
+
+def train_kmeans_router(matrix: EvalMatrix, cfg: KMeansConfig) -> KMeansRouter:
+    """Centralised fit: K-means on the training queries, then the cell tables from observed cells."""
+    centres, stats = kmeans_stats(matrix, cfg)
     return KMeansRouter.from_stats(cfg, matrix.models, centres, *stats)
