@@ -779,6 +779,10 @@ def test_metrics(
             _kr_name("locus_kr", configs.get("dnh_auc_all", configs["dnh_auc"])[:4]),
             configs.get("dnh_auc_all_margin", configs["dnh_auc_margin"]),
         ),
+        # LOCUS-KR for the onboarded (held-out) models, MF's trained embeddings for the pool's
+        # seen models (the held-only pool is LOCUS-KR's): with LOCUS-KR's margin and without
+        "kr_mf_seen": (kr, configs["locus_kr_margin"]),
+        "kr_mf_seen_nomargin": (kr, 0.0),
         "avg_lam": ("best_avg", 0.0),
         "locus": ("locus", 0.0),
         "mf": ("mf", 0.0),
@@ -811,7 +815,7 @@ def test_metrics(
         # correctness prediction on the held-out models' test cells
         Th = truth[:, fold.held]
         for name, (key, _) in methods.items():
-            if name in ("locus_kr_nomargin", "avg_lam"):
+            if name in ("locus_kr_nomargin", "avg_lam") or name.startswith("kr_mf_seen"):
                 continue
             P = np.stack([p.p[key] for p in held], 1)
             entry["correctness"][name] = {
@@ -838,7 +842,12 @@ def test_metrics(
                 "methods": {},
             }
             for name, (key, mg) in methods.items():
-                P = np.stack([p.p[key] for p in preds], 1)
+                if name.startswith("kr_mf_seen"):  # seen models' columns from MF
+                    P = np.stack(
+                        [p.p[key] for p in held] + [p.p["mf"] for p in preds[len(held) :]], 1
+                    )
+                else:
+                    P = np.stack([p.p[key] for p in preds], 1)
                 ch0 = choice(name, key, mg, preds, P, np.zeros_like(P), 0.0)
                 pts = [
                     mt.realised(choice(name, key, mg, preds, P, C, float(lam)), T, Cq)
@@ -868,7 +877,7 @@ def test_metrics(
                 pair = f"{m.models[fold.held[s_i]]} / {m.models[fold.held[w_i]]}"
                 res = {}
                 for name, (key, _) in methods.items():
-                    if name in ("locus_kr_nomargin", "avg_lam"):
+                    if name in ("locus_kr_nomargin", "avg_lam") or name.startswith("kr_mf_seen"):
                         continue
                     s = held[s_i].p[key] - held[w_i].p[key]
                     if name in gammas:  # the uncertain side of the gain goes to the default
