@@ -141,6 +141,7 @@ def federated_runs(
             cfg, out / "federated", progress=progress, verbose=verbose
         ), None
     scores: dict[str, float] = {}
+    last: dict[str, float] = {}
     best: tuple[float, float, Any] | None = None
     for lr in lrs:
         run = run_flower_simulation(
@@ -148,6 +149,7 @@ def federated_runs(
             verbose=verbose,
         )  # fmt: skip
         scores[f"{lr:g}"] = kept_val_auc(run.history)
+        last[f"{lr:g}"] = kept_val_auc({"rounds": run.history["rounds"]})  # its last round
         if best is None or scores[f"{lr:g}"] > best[0]:
             best = (scores[f"{lr:g}"], lr, run)
     assert best is not None
@@ -157,6 +159,7 @@ def federated_runs(
         "lr": best[1],
         "candidates": lrs,
         "val_auc": scores,
+        "last_round_val_auc": last,
     }
 
 

@@ -189,6 +189,28 @@ def test_same_command_same_report(
     assert (tmp_path / "report.json").read_bytes() == first.read_bytes()
 
 
+def test_the_federated_lr_is_chosen_on_validation(mlp_reports, tmp_path: Path) -> None:
+    """``lrs``: one federated training per lr, each exactly the run at that lr alone; the kept
+    one is the lr whose kept round validates best, and its router is the one saved."""
+    r = simulate(small(router="mlp", seed=0, lrs="0.001,0.003"), tmp_path, progress=False)
+    fl, alone = r["federated_lr"], mlp_reports[0]  # the seed-0 run at the default lr 1e-3
+    assert fl["candidates"] == [0.001, 0.003] and sorted(fl["val_auc"]) == ["0.001", "0.003"]
+    assert fl["val_auc"]["0.001"] == alone["federated_selection"]["val_auc"]
+    last = [x for x in alone["rounds"] if x["stage"] == "train"][-1]
+    assert fl["last_round_val_auc"]["0.001"] == last["val_auc"]
+    chosen = max(fl["val_auc"], key=lambda k: fl["val_auc"][k])
+    assert f"{fl['lr']:g}" == chosen
+    assert r["federated_selection"]["val_auc"] == fl["val_auc"][chosen]
+    saved = load_router(tmp_path / "federated" / "router.pt")
+    kept = load_router(tmp_path / f"federated-lr{chosen}" / "router.pt")
+    assert all(
+        np.array_equal(a, b)
+        for a, b in zip(
+            saved.net.state_dict().values(), kept.net.state_dict().values(), strict=True
+        )
+    )
+
+
 @pytest.mark.parametrize("attack", ["scale100", "nan"])
 def test_robust_aggregation_under_attack(attack: str, mlp_reports, tmp_path: Path) -> None:
     r = simulate(
