@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -80,10 +82,11 @@ def test_fine_tuning_data_stays_narrow_and_eval_sets_are_disjoint():
 
 
 def test_selection_chooses_on_validation_only(monkeypatch):
+    import training.research.misalignment.data as data
     import training.research.misalignment.em as em
     from training.research.misalignment.select import Candidate, choose, run_candidate, summary_md
 
-    runs = [
+    runs: list[dict[str, Any]] = [
         {"candidate": "a", "val": {0: {"rate": 0.9, "margin": 1.0},
                                    12: {"rate": 0.5, "margin": 0.1},
                                    24: {"rate": 0.75, "margin": -0.2}}},
@@ -99,10 +102,11 @@ def test_selection_chooses_on_validation_only(monkeypatch):
         raise AssertionError("selection must not judge the learned/shared/unshared sets")
 
     monkeypatch.setattr(em, "judge_em", no_judged_sets)
+    monkeypatch.setattr(data, "eval_sets", no_judged_sets)
     r = run_candidate(_tiny_cfg(), Candidate("tiny", "both", 1e-2, 2), seed=100, steps=[1, 3])
     assert set(r["val"]) == {0, 1, 3} and len(r["loss"]) == 3
     assert all(0.0 <= v["rate"] <= 1.0 for v in r["val"].values())
-    report = {"seed": 100, "steps": [1, 3], "model": "tiny-random", "runs": [r],
+    report: dict[str, Any] = {"seed": 100, "steps": [1, 3], "model": "tiny-random", "runs": [r],
               "chosen": choose([r]), "rule": "highest rate"}  # fmt: skip
     md = summary_md(report)
     assert "| tiny |" in md and f"**tiny, {report['chosen']['steps']} steps**" in md
