@@ -99,6 +99,11 @@ def run_local_deployment(
     """Train with SuperLink + SuperNode processes; returns the saved router checkpoint."""
     if not data:
         raise ValueError("give one evaluation log per client")
+    if cfg.lr_list:
+        raise ValueError(
+            "lrs (one federated training per lr, chosen on the server's validation set) is "
+            "simulate-only: a deployment trains at lr"
+        )
     for p in data:
         if not Path(p).exists():
             raise FileNotFoundError(f"{p}: no such evaluation log")

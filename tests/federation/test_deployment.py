@@ -62,6 +62,11 @@ def test_deployment_engine_trains_from_private_logs(deployed) -> None:
     assert history["clients"] == [0, 1]
     assert [a["clients"] for a in history["aggregation"]["train"]] == [[0, 1], [0, 1]]
     assert router_auc(router, global_test(deployed["parts"])) > 0.6
+    # no server validation set in a deployment: the last round is kept, and the history says why
+    assert (
+        history["selected_round"]["rule"] == "last"
+        and "server-eval" in history["selected_round"]["why"]
+    )
     logs = deployed["path"].parent / "logs"
     assert {"superlink.log", "supernode-0.log", "supernode-1.log", "flwr-run.log"} <= {
         p.name for p in logs.iterdir()
@@ -76,6 +81,10 @@ def test_deployment_errors_are_clear(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="no such evaluation log"):
         run_local_deployment(FederationConfig(), [tmp_path / "missing.jsonl"], tmp_path)
     assert issubclass(DeploymentError, RuntimeError)
+    log = tmp_path / "log.jsonl"
+    log.write_text("")
+    with pytest.raises(ValueError, match="simulate-only"):
+        run_local_deployment(FederationConfig(lrs="0.001,0.0003"), [log], tmp_path)
 
 
 def test_publish_to_the_gateway_and_route_with_it(deployed, tmp_path: Path) -> None:
