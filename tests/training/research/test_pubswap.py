@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import numpy as np
@@ -11,7 +12,16 @@ from training.research.jobs import run_job
 from training.research.pubswap.config import PubSwapConfig
 from training.research.pubswap.grpo import group_advantages, swap_group
 from training.research.pubswap.rewards import answer_of, exact_match, first_line, is_correct
-from training.research.pubswap.tasks import EXAMPLES, TASKS, render, task_data
+from training.research.pubswap.tasks import (
+    EXAMPLES,
+    MORE_WORDS,
+    TASKS,
+    WORDS,
+    TaskData,
+    make_items,
+    render,
+    task_data,
+)
 from training.research.pubswap.train import PAD, aggregate_rlvr, drift, public_groups, schedule
 
 
@@ -54,6 +64,80 @@ def test_tasks_are_correct_heterogeneous_and_disjoint():
     examples = {ex.prompt for ex in EXAMPLES.values()}
     assert not examples & {it.prompt for it in data.test + data.public}
     assert not examples & {it.prompt for p in data.private for it in p}
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_default_setting_generates_its_data_for_every_task(seed):
+    """The default PubSwapConfig once failed here: 'upper' had 36 words for 16 + 2 + 32 prompts."""
+    cfg = PubSwapConfig()
+
+    def data_of(seed: int) -> TaskData:
+        return task_data(
+            seed=seed, clients=cfg.clients, per_client=cfg.per_client,
+            public_per_task=cfg.public_per_task, test_per_task=cfg.test_per_task,
+        )  # fmt: skip
+
+    data = data_of(seed)
+    for t in TASKS:
+        assert sum(it.task == t for it in data.test) == cfg.test_per_task
+        assert sum(it.task == t for it in data.public) == cfg.public_per_task
+    assert len(data.private) == cfg.clients
+    for c, p in enumerate(data.private):
+        assert len(p) == cfg.per_client and {it.task for it in p} == {TASKS[c % len(TASKS)]}
+    splits = [data.test, data.public, *data.private]
+    prompts = [it.prompt for split in splits for it in split]
+    assert len(prompts) == len(set(prompts))  # distinct within and disjoint across the splits
+    assert not {ex.prompt for ex in EXAMPLES.values()} & set(prompts)
+    for it in (it for split in splits for it in split):
+        if it.task == "upper":
+            word = it.prompt.split("Write the word ")[1].split(" ")[0]
+            assert word in WORDS + MORE_WORDS and it.answer == word.upper()
+        if it.task == "parity":
+            n = int(it.prompt.split()[1])
+            assert 1 <= n < 100 and it.answer == ("yes" if n % 2 == 0 else "no")
+    again = data_of(seed)
+    assert [it.prompt for split in [again.test, again.public, *again.private] for it in split] == (
+        prompts
+    )
+    other = data_of(seed + 3)
+    assert [it.prompt for it in other.test] != [it.prompt for it in data.test]
+
+
+def _digest(seed: int, *, per_client: int, public_per_task: int, test_per_task: int) -> str:
+    d = task_data(
+        seed=seed, clients=4, per_client=per_client, public_per_task=public_per_task,
+        test_per_task=test_per_task,
+    )  # fmt: skip
+    items = d.test + d.public + [it for p in d.private for it in p]
+    text = "\n".join(f"{it.prompt}|{it.answer}|{it.prefill}" for it in items)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def test_committed_runs_prompts_are_unchanged():
+    """The prompts of results/pubswap (3 seeds) and results/pubswap-quick, pinned as generated
+    before the word/number extensions existed: the extensions must not move them."""
+    pinned = {0: "9ab93db3365d8ae4", 1: "a2c881c34d36dab2", 2: "3d1975094cecc7e0"}
+    for seed, want in pinned.items():
+        assert _digest(seed, per_client=8, public_per_task=1, test_per_task=12) == want
+    assert _digest(0, per_client=8, public_per_task=1, test_per_task=6) == "606daf1509129b90"
+
+
+def test_small_pools_extend_only_once_used_up():
+    upper = make_items("upper", n=len(WORDS) + 5, rng=np.random.default_rng(0))
+    words = [it.answer.lower() for it in upper]
+    assert set(words[: len(WORDS)]) == set(WORDS)  # the whole pool first, then the extension
+    assert set(words[len(WORDS) :]) <= set(MORE_WORDS)
+    parity = make_items("parity", n=60, rng=np.random.default_rng(0))
+    numbers = [int(it.prompt.split()[1]) for it in parity]
+    assert sorted(numbers[:58]) == [n for n in range(1, 60) if n != 9]  # 9: the one-shot example
+    assert all(60 <= n < 100 for n in numbers[58:])
+    # a draw the pool alone satisfies never touches the extension
+    few = make_items("upper", n=10, rng=np.random.default_rng(1))
+    assert {it.answer.lower() for it in few} <= set(WORDS)
+    with pytest.raises(ValueError, match="fewer than"):
+        make_items("upper", n=len(WORDS) + len(MORE_WORDS) + 1, rng=np.random.default_rng(0))
+    with pytest.raises(ValueError, match="fewer than"):
+        make_items("add", n=19 * 19, rng=np.random.default_rng(0))  # 361 minus the example
 
 
 def test_oneshot_prompt_shows_a_solved_example_and_opens_the_reply():
