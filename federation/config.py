@@ -176,7 +176,7 @@ class FederationConfig:
             )
         if self.kmeans_prior != "validation":
             try:
-                bad = float(self.kmeans_prior) < 0
+                bad = not 0 <= float(self.kmeans_prior) < float("inf")
             except ValueError:
                 bad = True
             if bad:
@@ -191,11 +191,14 @@ class FederationConfig:
         if not 0 <= self.client_dropout < 1 or self.prox_mu < 0 or self.server_lr <= 0:
             raise ValueError("client-dropout must be in [0, 1), prox-mu >= 0, server-lr > 0")
         try:
-            bad_lrs = any(x <= 0 for x in self.lr_list)
+            lrs = self.lr_list
+            bad_lrs = any(not 0 < x < float("inf") for x in lrs) or len(set(lrs)) < len(lrs)
         except ValueError:
             bad_lrs = True
         if bad_lrs:
-            raise ValueError(f"lrs must be a comma list of numbers > 0, not {self.lrs!r}")
+            raise ValueError(
+                f"lrs must be a comma list of distinct finite numbers > 0, not {self.lrs!r}"
+            )
         if not 0 <= self.trim_frac < 0.5:
             raise ValueError("trim-frac must be in [0, 0.5)")
 

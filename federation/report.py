@@ -109,7 +109,9 @@ def _chosen(report: dict[str, Any]) -> str:
     """What the federated router of one run chose on validation, for the main table."""
     if report["config"]["router"] == "kmeans":
         kp = (report.get("kmeans_prior") or {}).get("federated")
-        return f"prior {kp['prior']:g}" if kp and kp["rule"] == "validation" else "prior 2 (fixed)"
+        if kp is None:
+            return "prior 2 (fixed)"  # runs before the prior was recorded
+        return f"prior {kp['prior']:g}" + ("" if kp["rule"] == "validation" else " (fixed)")
     sel = report.get("federated_selection", {})
     lr = report.get("federated_lr")
     at = f" lr {lr['lr']:g}" if lr else ""
@@ -124,9 +126,17 @@ def _kept_round(report: dict[str, Any]) -> str:
         return ""
     lr = report.get("federated_lr")
     at = f"lr {lr['lr']:g} of {', '.join(f'{x:g}' for x in lr['candidates'])}, " if lr else ""
+    cfg = report["config"]
+    then = (
+        ", then the expansion rounds" if cfg.get("expand_model") else
+        ", then the rounds after new clients joined" if cfg.get("new_clients") else ""
+    )  # fmt: skip
     if sel["rule"] == "validation":
-        return f" ({at}round {sel['round']} of {sel['of_rounds']}, chosen on validation)"
-    return f" ({at}last round, {sel['of_rounds']})"
+        return (
+            f" ({at}training round {sel['round']} of {sel['of_rounds']}, chosen on validation"
+            f"{then})"
+        )
+    return f" ({at}last round of {sel['of_rounds']}{then})"
 
 
 def last_round_auc(report: dict[str, Any]) -> float | None:
@@ -140,7 +150,14 @@ def last_round_auc(report: dict[str, Any]) -> float | None:
 
 
 def _prior_lines(report: dict[str, Any]) -> list[str]:
-    """The K-means routers' shrinkage priors (chosen on validation or fixed by the run)."""
+    """What the baselines chose on validation: the local MLPs' lr and epochs, the K-means
+    routers' shrinkage priors (chosen on validation or fixed by the run)."""
+    loc = report.get("local_selection")
+    if loc:
+        return [
+            "- client-local MLPs, lr and epochs chosen on validation (up to the matched epochs): "
+            + ", ".join(f"{c['lr']:g}/{c['epochs']}" for c in loc if c)
+        ]
     kp = report.get("kmeans_prior")
     if not kp:
         return []
@@ -164,8 +181,9 @@ def last_round_val_auc(report: dict[str, Any]) -> float:
     validation figures and the lr choice, so a kept round or lr chosen on validation would not
     compare like for like)."""
     lr = report.get("federated_lr")
-    if lr is not None:
-        return float(lr["last_round_val_auc"][f"{report['config']['lr']:g}"])
+    own = (lr or {}).get("last_round_val_auc", {}).get(f"{report['config']['lr']:g}")
+    if own is not None:
+        return float(own)
     if report.get("federated_selection", {}).get("rule") != "validation":
         return float(report["val_auc"]["federated"])
     train = [r for r in report["rounds"] if r["stage"] == "train"]

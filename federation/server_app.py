@@ -54,7 +54,7 @@ from federation.local import (
     pooled_moments,
 )
 from federation.partition import global_test
-from federation.routers import router_auc
+from federation.routers import MaskedRouter, router_auc
 from federation.strategy import RouterFedAvg
 from training.evaluation.metrics import pool_cost_range
 from training.routers.kmeans import KMeansConfig, KMeansRouter, choose_prior, global_centres
@@ -110,6 +110,7 @@ class FederatedRun:
         self._eval: Any = None
         self._eval_range: tuple[float, float] | None = None
         self._val: Any = None
+        self._val_range: tuple[float, float] | None = None
         self.cost_range: tuple[float, float] | None = None  # from the clients' hello
         self.logged: dict[int, np.ndarray] = {}  # client -> its logged rows per model (hello)
 
@@ -120,6 +121,16 @@ class FederatedRun:
             self._eval = global_test(experiment_partition(self.cfg))
             self._eval_range = pool_cost_range(self._eval.cost_usd)
 
+    def _as_saved(self, router: Any) -> Any:
+        """The router as it is saved and reported: a model no client logged (its head never
+        trained) is never chosen. Per-round figures score this, not the raw net."""
+        counts = list(self.logged.values())
+        if not counts:
+            return router
+        seen = np.sum(counts, axis=0)
+        keep = [j for j in range(len(router.models)) if j >= len(seen) or seen[j] > 0]
+        return router if len(keep) == len(router.models) else MaskedRouter(router, keep)
+
     def _server_auc(self, router: Any) -> float | None:
         if not self.cfg.server_eval:
             return None
@@ -127,23 +138,23 @@ class FederatedRun:
         test = self._eval
         if list(router.models) != list(test.models):
             test = test.select_models(list(router.models))
-        return router_auc(router, test, self._eval_range)
+        return router_auc(self._as_saved(router), test, self._eval_range)
 
     def _server_val_auc(self, router: Any) -> float | None:
         """The router's AUC on the server's own validation set (the log's validation split, set
-        aside before the clients' partition; simulation only, on the test pool's cost range):
+        aside before the clients' partition; simulation only, on its own pool's cost range):
         recorded per round, never used to train; under ``select-round=validation`` the saved
         router is the training round where it is highest (the centralised baseline's early
         stopping uses the same set)."""
         if not self.cfg.server_eval:
             return None
         if self._val is None:
-            self._load_eval()  # the cost range
             self._val = experiment_validation(self.cfg)
+            self._val_range = pool_cost_range(self._val.cost_usd)  # its own: no test statistic
         val = self._val
         if list(router.models) != list(val.models):
             val = val.select_models(list(router.models))
-        return router_auc(router, val, self._eval_range)
+        return router_auc(self._as_saved(router), val, self._val_range)
 
     def _hook(self, stage: str, rnd: int, auc: float | None) -> None:
         if self.on_round is not None:
@@ -311,7 +322,7 @@ class FederatedRun:
                 "of_rounds": rounds,
                 "val_auc": best["val_auc"],
                 "validation": "the server's own validation set (the log's validation split, "
-                "never client data), on the pool's cost range",
+                "never client data), on its own pool's cost range",
             }
         why = (
             "select-round=last"
@@ -530,6 +541,10 @@ def make_server_app(
     def main(grid: Grid, context: Context) -> None:
         torch.set_num_threads(1)
         cfg = FederationConfig.from_run_config({**context.run_config, **extra})
+        if cfg.lr_list:
+            raise ValueError(
+                "lrs is simulate-only (one federated run per lr); a ServerApp trains at lr"
+            )
         run = FederatedRun(cfg, on_round=on_round)
         run.run(grid)
         if cfg.out_dir:

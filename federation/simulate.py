@@ -220,13 +220,24 @@ def kmeans_with_prior(
 def train_local(
     cfg: FederationConfig, data: ClientData, score: Score | None = None
 ) -> tuple[Router, dict[str, Any] | None]:
-    """A client's own router over the models it logged (others: never chosen), and the K-means
-    prior choice (``score``: on validation, see :func:`kmeans_with_prior`; None for the MLP)."""
+    """A client's own router over the models it logged (others: never chosen) and what it chose
+    on validation (``score``): the MLP's lr and epochs (:func:`train_mlp_selected`, up to the
+    matched ``rounds x participation`` epochs), the K-means prior (:func:`kmeans_with_prior`).
+    Without ``score`` the MLP trains the matched epochs at the run's lr (choice None)."""
     known = data.logged_models
     if cfg.router == "mlp":
+        seed = cfg.seed + 1 + data.client
+        if score is not None:  # lr and epochs (up to the matched ones) chosen on validation
+            lrs = central_candidates(cfg)[0]
+            router, choice = train_mlp_selected(
+                cfg, data.train, score, lrs=lrs, max_epochs=local_epochs_matched(cfg),
+                seed=seed, keep=known,
+            )  # fmt: skip
+            choice.pop("val_auc_per_epoch")
+            return router, choice
         mcfg = MLPConfig(
             hidden=cfg.hidden, lr=cfg.lr, batch_size=cfg.batch_size,
-            epochs=local_epochs_matched(cfg), seed=cfg.seed + 1 + data.client,
+            epochs=local_epochs_matched(cfg), seed=seed,
         )  # fmt: skip
         return MaskedRouter(train_mlp(data.train, mcfg, spec_of(cfg)), known), None
     sub = data.train.select_models([data.train.models[j] for j in known])
@@ -269,21 +280,22 @@ def central_candidates(cfg: FederationConfig) -> tuple[tuple[float, ...], int]:
     return lrs, max(cfg.rounds * cfg.local_epochs, local_epochs_matched(cfg))
 
 
-def train_central_selected(
+def train_mlp_selected(
     cfg: FederationConfig,
-    pooled: EvalMatrix,
-    val: EvalMatrix,
-    span: tuple[float, float],
+    data: EvalMatrix,
+    score: Score,
+    *,
+    lrs: tuple[float, ...],
+    max_epochs: int,
+    seed: int,
     keep: list[int] | None = None,
+    cost_moments: tuple[float, float] | None = None,
 ) -> tuple[Router, dict[str, Any]]:
-    """The centralised MLP chosen on validation AUC alone, like the federated method: each lr
-    of :func:`central_candidates` trains for the most epochs, the validation AUC (common cost
-    range ``span``) is measured after every epoch, and the (lr, epochs) with the highest one is
-    kept (early stopping; ties go to fewer epochs, then the larger lr). ``keep``: the model
-    columns it may route to (others: never chosen, as in the report). Returns the router and
-    the record of the choice (every candidate's validation curve)."""
-    lrs, max_epochs = central_candidates(cfg)
-    moments = pooled_moments([log_cost_moments(pooled)])
+    """An MLP chosen on validation alone: each lr trains for ``max_epochs``, ``score`` (the
+    validation AUC) is measured after every epoch, and the (lr, epochs) with the highest one is
+    kept (early stopping; ties go to fewer epochs, then the earlier lr). ``keep``: the model
+    columns it may route to (others: never chosen). Returns the router and the record of the
+    choice (every candidate's validation curve)."""
     curves: dict[str, list[float]] = {}
     best: tuple[float, float, int, dict[str, Any]] | None = None  # (auc, lr, epochs, state)
 
@@ -293,25 +305,26 @@ def train_central_selected(
     proto: MLPRouter | None = None
     for lr in lrs:
         mcfg = MLPConfig(
-            hidden=cfg.hidden, lr=lr, batch_size=cfg.batch_size, epochs=max_epochs, seed=cfg.seed
+            hidden=cfg.hidden, lr=lr, batch_size=cfg.batch_size, epochs=max_epochs, seed=seed
         )
         curve: list[float] = []
 
         def after(router: MLPRouter, done: int, lr: float = lr, curve: list[float] = curve) -> None:
             nonlocal best
-            auc = router_auc(masked(router), _test_for(router, val), span)
+            auc = score(masked(router))
             curve.append(auc)
             if best is None or auc > best[0]:
                 best = (auc, lr, done, copy.deepcopy(router.net.state_dict()))
 
-        proto = train_mlp(pooled, mcfg, spec_of(cfg), cost_moments=moments, after_epoch=after)
+        proto = train_mlp(data, mcfg, spec_of(cfg), cost_moments=cost_moments, after_epoch=after)
         curves[f"{lr:g}"] = curve
     assert best is not None and proto is not None
     auc, lr, epochs, state = best
     proto.net.load_state_dict(state)
     proto.cfg = replace(proto.cfg, lr=lr, epochs=epochs)
     record = {
-        "rule": "lr and epochs chosen on validation AUC (common cost range), early stopping",
+        "rule": "lr and epochs chosen on validation AUC (the validation pool's cost range), "
+        "early stopping",
         "lr": lr,
         "epochs": epochs,
         "val_auc": auc,
@@ -320,6 +333,22 @@ def train_central_selected(
         "val_auc_per_epoch": curves,
     }
     return masked(proto), record
+
+
+def train_central_selected(
+    cfg: FederationConfig,
+    pooled: EvalMatrix,
+    score: Score,
+    keep: list[int] | None = None,
+) -> tuple[Router, dict[str, Any]]:
+    """The centralised MLP chosen on validation AUC alone (:func:`train_mlp_selected` over
+    :func:`central_candidates`), like the federated router's lr and round."""
+    lrs, max_epochs = central_candidates(cfg)
+    moments = pooled_moments([log_cost_moments(pooled)])
+    return train_mlp_selected(
+        cfg, pooled, score, lrs=lrs, max_epochs=max_epochs, seed=cfg.seed, keep=keep,
+        cost_moments=moments,
+    )  # fmt: skip
 
 
 def train_central(
@@ -385,7 +414,10 @@ def _simulate(cfg: FederationConfig, out: Path, *, progress: bool, verbose: bool
     parts = experiment_partition(cfg)
     test = global_test(parts)
     val = experiment_validation(cfg)
-    span = pool_cost_range(test.cost_usd)  # the report's one cost range
+    span = pool_cost_range(test.cost_usd)  # the report's one cost range for test figures
+    # validation figures (and every choice made on them) integrate over the validation pool's
+    # own range: no test statistic, not even the models' mean test cost, enters a choice
+    val_span = pool_cost_range(val.cost_usd)
     if cfg.expand_model:  # the new model's labels enter only through the expansion step
         parts = [
             replace(
@@ -400,8 +432,8 @@ def _simulate(cfg: FederationConfig, out: Path, *, progress: bool, verbose: bool
     step = tqdm(total=2 + cfg.clients, desc="baselines", disable=not progress, file=sys.stderr)
     pooled = pooled_train(parts)
 
-    def on_val(router: Router) -> float:  # the validation figure every K-means prior is chosen by
-        return router_auc(router, _test_for(router, val), span)
+    def on_val(router: Router) -> float:  # the validation figure every choice is made on
+        return router_auc(router, _test_for(router, val), val_span)
 
     central, central_prior = train_central(cfg, pooled, on_val)
     unlogged = [m for j, m in enumerate(pooled.models) if not pooled.observed[:, j].any()]
@@ -415,7 +447,7 @@ def _simulate(cfg: FederationConfig, out: Path, *, progress: bool, verbose: bool
     if cfg.router == "mlp":  # the like-for-like baseline: chosen on validation, same head
         central_matched = central
         central, selection = train_central_selected(
-            cfg, pooled, val, span, logged if unlogged else None
+            cfg, pooled, on_val, logged if unlogged else None
         )
     step.update(1)
     local: list[Router] = []
@@ -432,18 +464,18 @@ def _simulate(cfg: FederationConfig, out: Path, *, progress: bool, verbose: bool
     def auc_of(router: Router, data: EvalMatrix) -> float:
         return router_auc(router, _test_for(router, data), span)
 
-    def aucs_on(data: EvalMatrix) -> dict[str, Any]:
+    def aucs_on(data: EvalMatrix, rng: tuple[float, float]) -> dict[str, Any]:
         return {
-            "federated": auc_of(fed, data),
-            "centralized": auc_of(central, data),
-            "local": [auc_of(r, data) for r in local],
-            "hull": hull_auc(data, span),
+            "federated": router_auc(fed, _test_for(fed, data), rng),
+            "centralized": router_auc(central, _test_for(central, data), rng),
+            "local": [router_auc(r, _test_for(r, data), rng) for r in local],
+            "hull": hull_auc(data, rng),
         }
 
-    auc, val_auc = aucs_on(test), aucs_on(val)
+    auc, val_auc = aucs_on(test, span), aucs_on(val, val_span)
     if central_matched is not None:
         auc["centralized_matched"] = auc_of(central_matched, test)
-        val_auc["centralized_matched"] = auc_of(central_matched, val)
+        val_auc["centralized_matched"] = on_val(central_matched)
     client_auc: dict[str, list[float]] = {
         "federated": [], "centralized": [], "local": [], "personalized": [], "hull": [],
     }  # fmt: skip
@@ -474,9 +506,11 @@ def _simulate(cfg: FederationConfig, out: Path, *, progress: bool, verbose: bool
         "auc_definition": (
             "common_range_auc: mean running-best accuracy over the global test pool's "
             "cheapest-to-dearest model mean cost (log axis, 512 points), 0 below a router's "
-            "cheapest point; the same range for every router, client test set and validation"
+            "cheapest point; the same range for every router and client test set; validation "
+            "figures, and every choice made on them, use the validation pool's own range"
         ),
         "cost_range": list(span),
+        "validation_cost_range": list(val_span),
         "data": {
             "logs": cfg.logs,
             "models": list(test.models),
@@ -532,6 +566,8 @@ def _simulate(cfg: FederationConfig, out: Path, *, progress: bool, verbose: bool
         report["federated_round_by_validation"] = by_val
     if lr_choice is not None:
         report["federated_lr"] = lr_choice
+    if cfg.router == "mlp" and any(local_prior):  # each local MLP's lr and epochs
+        report["local_selection"] = local_prior
     if cfg.router == "kmeans":  # every K-means router's shrinkage prior and how it was chosen
         report["kmeans_prior"] = {
             "federated": run.history.get("kmeans_prior"),

@@ -173,9 +173,17 @@ def test_the_kmeans_prior_is_the_best_on_validation_ties_to_the_earlier() -> Non
     assert choice["scores"] == {"0.5": 0.1, "2": 0.3, "5": 0.3, "10": 0.2}
     assert FederationConfig().fixed_prior is None
     assert FederationConfig(kmeans_prior="20").fixed_prior == 20.0
-    for bad in ("-1", "high"):
+    for bad in ("-1", "high", "nan", "inf"):
         with pytest.raises(ValueError, match="kmeans-prior"):
             FederationConfig(kmeans_prior=bad)
+    for bad_lrs in ("0.001,0.001", "0", "nan", "x"):
+        with pytest.raises(ValueError, match="lrs"):
+            FederationConfig(lrs=bad_lrs)
+    # a NaN validation score never wins
+    _, nan_choice = choose_prior(
+        lambda p: p, lambda p: float("nan") if p == 0.5 else -p, [0.5, 2.0]
+    )
+    assert nan_choice["prior"] == 2.0
 
 
 def test_central_training_with_the_shared_head_learns() -> None:

@@ -173,7 +173,9 @@ def choose_prior(
     are fixed, so only the tables change: no refit."""
     routers = [build(p) for p in priors]
     scores = [float(score(r)) for r in routers]
-    best = int(np.argmax(scores))
+    if not np.isfinite(scores).any():
+        raise ValueError(f"no prior has a finite validation score: {scores}")
+    best = int(np.argmax(np.where(np.isfinite(scores), scores, -np.inf)))
     return routers[best], {
         "prior": float(priors[best]),
         "score": scores[best],
