@@ -15,7 +15,9 @@ Groups:
   ``model-dim``, ``prox-mu`` (FedProx); K-means ``kmeans-prior`` (validation | a number);
 - FedAvg: ``rounds``, ``participation``, ``local-epochs``, ``client-dropout``, the server step
   ``server-opt`` (avg | momentum | adam) with ``server-lr`` and ``server-momentum``, and
-  ``select-round`` (validation | last: which training round the server keeps);
+  ``select-round`` (validation | last: which training round the server keeps), ``server-ema``
+  (the router the server evaluates and keeps is an exponential moving average of the training
+  rounds' global models; 0 = off);
 - robustness: ``robust`` (none | clip | trimmed), ``clip-factor``, ``trim-frac``;
 - simulation-only fault injection: ``attack`` (none | scale100 | nan) on ``attack-client``.
 
@@ -113,6 +115,14 @@ class FederationConfig:
             "earlier; needs server-eval, else the last round) or last"
         },
     )
+    server_ema: float = field(
+        default=0.0,
+        metadata={
+            "help": "decay of an exponential moving average of the training rounds' global models "
+            "(from round 1 on): the router the server evaluates, selects and keeps; clients still "
+            "train from the plain global model. 0 = off (the global model itself)"
+        },
+    )
     client_dropout: float = field(
         default=0.0,
         metadata={"help": "probability a sampled client drops out of a round (seeded)"},
@@ -188,6 +198,8 @@ class FederationConfig:
                 "head=embedding has no per-model head to add: model expansion needs "
                 "head=per-model or shared"
             )
+        if not 0 <= self.server_ema < 1:
+            raise ValueError(f"server-ema must be in [0, 1), not {self.server_ema!r}")
         if not 0 <= self.client_dropout < 1 or self.prox_mu < 0 or self.server_lr <= 0:
             raise ValueError("client-dropout must be in [0, 1), prox-mu >= 0, server-lr > 0")
         try:

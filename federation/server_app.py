@@ -278,17 +278,28 @@ class FederatedRun:
         select = stage == "train" and cfg.select_round == "validation"
         best: dict[str, Any] = {}  # the kept round under select-round=validation
 
+        ema: dict[str, np.ndarray] = {}  # the served average under server-ema (training only)
+
+        def served(rnd: int, arrays: ArrayRecord) -> dict[str, np.ndarray]:
+            plain = arrays_of(arrays)
+            if stage != "train" or not cfg.server_ema or rnd == 0:
+                return plain
+            d = cfg.server_ema
+            for k, v in plain.items():
+                floating = np.issubdtype(v.dtype, np.floating)
+                ema[k] = d * ema[k] + (1 - d) * v if k in ema and floating else v.copy()
+            return {k: v.copy() for k, v in ema.items()}
+
         def evaluate_fn(rnd: int, arrays: ArrayRecord) -> MetricRecord | None:
-            router.net.load_state_dict(
-                {k: torch.as_tensor(v) for k, v in arrays_of(arrays).items()}
-            )
+            now = served(rnd, arrays)
+            router.net.load_state_dict({k: torch.as_tensor(v) for k, v in now.items()})
             auc = self._server_auc(router)
             val_auc = self._server_val_auc(router)
             self.history["rounds"].append(
                 {"stage": stage, "round": rnd, "auc": auc, "val_auc": val_auc}
             )
             if select and val_auc is not None and val_auc > best.get("val_auc", -np.inf):
-                best.update(round=rnd, val_auc=val_auc, arrays=copy.deepcopy(arrays_of(arrays)))
+                best.update(round=rnd, val_auc=val_auc, arrays=copy.deepcopy(now))
             self._hook(stage, rnd, auc)
             return MetricRecord({"auc": auc}) if auc is not None else None
 
@@ -302,6 +313,8 @@ class FederatedRun:
             evaluate_fn=evaluate_fn,
         )
         kept = arrays_of(result.arrays)
+        if ema:  # the average after the last round, as evaluated
+            kept = ema
         if stage == "train":
             self.history["selected_round"] = self._selection(best, rounds)
             if "arrays" in best:

@@ -116,16 +116,21 @@ def run_flower_simulation(
     return sink["run"]
 
 
+def last_train_val_auc(rounds: list[dict[str, Any]]) -> float:
+    """The validation AUC after a federated run's last training round."""
+    train = [r for r in rounds if r["stage"] == "train" and r.get("val_auc") is not None]
+    if not train:
+        raise ValueError("choosing among lrs needs per-round validation figures")
+    return float(train[-1]["val_auc"])
+
+
 def kept_val_auc(history: dict[str, Any]) -> float:
     """The validation AUC of the training round a federated run kept (the last round's under
     ``select-round=last``)."""
     kept = history.get("selected_round", {})
     if kept.get("rule") == "validation":
         return float(kept["val_auc"])
-    train = [r for r in history["rounds"] if r["stage"] == "train" and r.get("val_auc") is not None]
-    if not train:
-        raise ValueError("choosing among lrs needs per-round validation figures")
-    return float(train[-1]["val_auc"])
+    return last_train_val_auc(history["rounds"])
 
 
 def federated_runs(
@@ -149,7 +154,7 @@ def federated_runs(
             verbose=verbose,
         )  # fmt: skip
         scores[f"{lr:g}"] = kept_val_auc(run.history)
-        last[f"{lr:g}"] = kept_val_auc({"rounds": run.history["rounds"]})  # its last round
+        last[f"{lr:g}"] = last_train_val_auc(run.history["rounds"])
         if best is None or scores[f"{lr:g}"] > best[0]:
             best = (scores[f"{lr:g}"], lr, run)
     assert best is not None

@@ -211,6 +211,26 @@ def test_the_federated_lr_is_chosen_on_validation(mlp_reports, tmp_path: Path) -
     )
 
 
+def test_server_ema_averages_the_served_router_not_the_clients_start(
+    mlp_reports, tmp_path: Path
+) -> None:
+    """``server-ema``: the server evaluates and keeps a moving average of the rounds' global
+    models, from round 1 on; the clients still train from the plain global model, so every
+    client update is the plain run's, rounds 0 and 1 score the same, later rounds differ."""
+    plain = mlp_reports[0]  # the seed-0 run with server-ema 0
+    r = simulate(small(router="mlp", seed=0, server_ema=0.5), tmp_path, progress=False)
+    assert r["config"]["server_ema"] == 0.5
+    assert r["aggregation"]["train"] == plain["aggregation"]["train"]
+    ours = [x for x in r["rounds"] if x["stage"] == "train"]
+    theirs = [x for x in plain["rounds"] if x["stage"] == "train"]
+    assert ours[:2] == theirs[:2]
+    assert any(a["val_auc"] != b["val_auc"] for a, b in zip(ours[2:], theirs[2:], strict=True))
+    kept = r["federated_selection"]
+    assert kept["val_auc"] == max(x["val_auc"] for x in ours)
+    with pytest.raises(ValueError, match="server-ema"):
+        small(server_ema=1.0)
+
+
 @pytest.mark.parametrize("attack", ["scale100", "nan"])
 def test_robust_aggregation_under_attack(attack: str, mlp_reports, tmp_path: Path) -> None:
     r = simulate(
