@@ -30,6 +30,7 @@ Usage::
 from __future__ import annotations
 
 import importlib
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -141,3 +142,23 @@ class InProcessBackend:
                     bar.update(1)
                 results.append(FedResult(exp.name, arrays, history, self.name))
         return results
+
+
+def flower_repeat(backend: Any, chosen: list[tuple[Any, Any]], *, progress: bool) -> dict[str, Any]:
+    """Runs the ``chosen`` (experiment, in-process result) pairs again on ``backend`` and returns
+    the largest absolute difference of any final array (``{"skipped": True}`` when the backend
+    is the in-process one or nothing is chosen)."""
+    if getattr(backend, "name", "in-process") == "in-process" or not chosen:
+        return {"skipped": True}
+    t0 = time.time()
+    got = backend.run([e for e, _ in chosen], progress=progress)
+    return {
+        "backend": getattr(backend, "name", "?"),
+        "runs": [e.name for e, _ in chosen],
+        "max_abs_difference": max(
+            float(np.abs(r.final[k] - g.final[k]).max())
+            for (_, r), g in zip(chosen, got, strict=True)
+            for k in r.final
+        ),
+        "seconds": time.time() - t0,
+    }

@@ -302,3 +302,34 @@ def test_decoding_matches_transformers_greedy_and_is_seeded():
     assert sample(model, tok, prompts, group=3, max_new_tokens=4, seed=8) != a
     cold = sample(model, tok, prompts, group=2, max_new_tokens=4, seed=7, temperature=1e-6)
     assert cold == [[ours[0]] * 2, [ours[1]] * 2]
+
+
+@pytest.mark.slow
+def test_flower_backend_repeats_the_pubswap_run_exactly(tmp_path):
+    """On the Flower backend the first seed's PubSwap run is repeated in Flower's Simulation
+    Engine (each ClientApp calls ``local_rlvr``, the ServerApp ``aggregate_rlvr``, the public
+    swap included) and gives the in-process run's LoRA arrays."""
+    from federation.research_app import FlowerBackend
+
+    cfg = PubSwapConfig(
+        model="tiny-random", clients=4, per_client=4, public_per_task=1, test_per_task=2,
+        group=2, max_new_tokens=3, prompts_per_step=2, local_steps=1, rounds=2, public_every=1,
+        methods="fedavg,pubswap",
+    )  # fmt: skip
+    run_job("pubswap", cfg, tmp_path, seeds=1, quick=False, progress=False,
+            backend=FlowerBackend())  # fmt: skip
+    report = json.loads((tmp_path / "report.json").read_text())
+    flower = report["results"]["flower"]
+    assert flower["backend"] == "flower" and flower["runs"] == ["pubswap-s0"]
+    assert flower["max_abs_difference"] < 1e-6
+    assert "repeated on Flower" in " ".join(report["notes"])
+
+
+def test_a_single_method_makes_no_claim(tmp_path):
+    cfg = PubSwapConfig(
+        model="tiny-random", clients=4, per_client=4, public_per_task=1, test_per_task=2,
+        group=2, max_new_tokens=3, prompts_per_step=2, local_steps=1, rounds=1, public_every=1,
+        methods="pubswap",
+    )  # fmt: skip
+    run_job("pubswap", cfg, tmp_path, seeds=1, quick=False, progress=False)
+    assert json.loads((tmp_path / "report.json").read_text())["claims"] == []

@@ -1,9 +1,13 @@
 """``junction research pubswap``: federated RLVR with LoRA and public-data swaps (NOTES.md (d)).
 
 Per seed and method (local-only, FedAvg of local GRPO, PubSwap, swap-all), the federated rounds of
-:mod:`.train` run on SmolLM2-135M-Instruct with LoRA (in-process: each Flower client would load
-its own copy of the model); the global accuracy (greedy exact match over all four task types)
-is measured on the final model(s), the drift after every round of local training.
+:mod:`.train` run on SmolLM2-135M-Instruct with LoRA in process (every Flower client would load
+its own copy of the model, which on two cores costs more than the rounds); the global accuracy
+(greedy exact match over all four task types) is measured on the final model(s), the drift after
+every round of local training. On the Flower backend (the CLI's default) the first seed's PubSwap
+run is repeated on Flower's Simulation Engine (``federation.research_app``: each ClientApp calls
+the same ``local_rlvr``, the ServerApp the same ``aggregate_rlvr``) and the largest difference of
+any final LoRA array is reported (``results.flower``).
 
 Claims: PubSwap reaches the best global accuracy; PubSwap has the smallest client drift.
 """
@@ -43,7 +47,7 @@ def run(
 ) -> dict[str, Any]:
     from tqdm import tqdm
 
-    from training.research.federated import InProcessBackend
+    from training.research.federated import InProcessBackend, flower_repeat
     from training.research.pubswap.train import (
         _policy,
         accuracy,
@@ -52,13 +56,14 @@ def run(
     )
     from training.research.report import Claim, mean_std, write_report
 
-    del backend  # in-process: see the module docstring
     t0 = time.time()
     methods = cfg.method_list()
     bar = tqdm(total=len(seeds) * len(methods), desc=JOB_NAME, disable=not progress)
     acc: dict[str, dict[str, list[float]]] = {m: {} for m in methods}
     drift: dict[str, list[float]] = {m: [] for m in methods}
     drift_curves: dict[str, list[float]] = {}
+    repeat_method = "pubswap" if "pubswap" in methods else methods[-1]
+    repeat: list[tuple[Any, Any]] = []
     base: dict[str, list[float]] = {}
     for seed in seeds:
         from training.research.pubswap.train import _accuracy_of, _initial
@@ -69,6 +74,8 @@ def run(
         for m in methods:
             exp = rlvr_experiment(f"{m}-s{seed}", cfg, seed=seed, method=m)
             (res,) = InProcessBackend().run([exp])
+            if seed == seeds[0] and m == repeat_method:
+                repeat = [(exp, res)]
             for k, v in accuracy(exp.config, res.final).items():
                 acc[m].setdefault(k, []).append(v)
             d = [float(h["metric.drift"][0]) for h in res.history]
@@ -79,13 +86,14 @@ def run(
             bar.update(1)
         _policy.cache_clear()
     bar.close()
+    flower = flower_repeat(backend, repeat, progress=progress)
 
     def g(m: str) -> float:
         return float(np.mean(acc[m]["global"]))
 
     others = [m for m in methods if m != "pubswap"]
     claims = []
-    if "pubswap" in methods:
+    if "pubswap" in methods and others:  # a claim against no other method would hold vacuously
         claims = [
             Claim(
                 "pubswap_best_global_accuracy",
@@ -119,10 +127,19 @@ def run(
         "the question and the opening of the reply, e.g. '7 + 5 ='; see tasks.render). Reward: 1 "
         "when the first word of the reply's first line equals the answer exactly (rewards.py), "
         f"sampled at temperature 1 with no top-k; Adam lr {cfg.lr}.",
-        "Federated rounds run in-process (the same local and server functions a Flower app "
-        "would call; not run on Flower here).",
+        "Federated rounds run in-process (the functions the Flower apps call); "
+        + (
+            "not repeated on Flower (in-process backend)."
+            if flower.get("skipped")
+            else f"seed {seeds[0]}'s {repeat_method} run repeated on Flower: largest difference "
+            f"of any final LoRA array {flower['max_abs_difference']:.3g} "
+            f"({flower['seconds']:.0f} s)."
+        ),
     ]
-    results = {"accuracy": acc, "drift": drift, "drift_curves_seed0": drift_curves, "base": base}
+    results = {
+        "accuracy": acc, "drift": drift, "drift_curves_seed0": drift_curves, "base": base,
+        "flower": flower,
+    }  # fmt: skip
     return write_report(
         out, job=JOB_NAME, config=asdict(cfg), claims=claims, results=results,
         seconds=time.time() - t0, seeds=seeds, quick=quick, notes=notes, plots=plots,

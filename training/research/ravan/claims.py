@@ -1,39 +1,18 @@
 """What the digits and SmolLM2 settings of ``ravan`` share in their reports: the Flower repeat of
-a few in-process runs, and the claims whose rule does not depend on the setting (the gap over
+a few in-process runs (:func:`training.research.federated.flower_repeat`), and the claims whose rule does not depend on the setting (the gap over
 LoRA grows with heterogeneity, exact aggregation, Flower = in-process).
 
 Usage::
 
-    flower = flower_repeat(backend, headline[:2], progress=True)
+    flower = flower_repeat(backend, headline[:2], progress=True)  # training.research.federated
     claims += shared_claims("_smollm2", "SmolLM2 text tasks: ", gaps=gaps, ...)
 """
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import numpy as np
-
-
-def flower_repeat(backend: Any, chosen: list[tuple[Any, Any]], *, progress: bool) -> dict[str, Any]:
-    """Runs the ``chosen`` (experiment, in-process result) pairs again on ``backend`` and returns
-    the largest absolute difference of any final array (``{"skipped": True}`` when the backend
-    is the in-process one or nothing is chosen)."""
-    if getattr(backend, "name", "in-process") == "in-process" or not chosen:
-        return {"skipped": True}
-    t0 = time.time()
-    got = backend.run([e for e, _ in chosen], progress=progress)
-    return {
-        "backend": getattr(backend, "name", "?"),
-        "runs": [e.name for e, _ in chosen],
-        "max_abs_difference": max(
-            float(np.abs(r.final[k] - g.final[k]).max())
-            for (_, r), g in zip(chosen, got, strict=True)
-            for k in r.final
-        ),
-        "seconds": time.time() - t0,
-    }
 
 
 def shared_claims(

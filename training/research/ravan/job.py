@@ -24,8 +24,9 @@ from typing import Any
 
 import numpy as np
 
+from training.research.federated import flower_repeat
 from training.research.jobs import ResearchJob
-from training.research.ravan.claims import accuracy_bars, flower_repeat, shared_claims
+from training.research.ravan.claims import accuracy_bars, shared_claims
 from training.research.ravan.config import RavanConfig
 
 JOB_NAME = "ravan"

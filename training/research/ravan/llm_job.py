@@ -16,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from training.research.ravan.claims import accuracy_bars, flower_repeat, shared_claims
+from training.research.federated import flower_repeat
+from training.research.ravan.claims import accuracy_bars, shared_claims
 from training.research.ravan.config import RavanConfig
 
 
