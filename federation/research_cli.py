@@ -37,7 +37,10 @@ def _run(args: argparse.Namespace) -> int:
         from federation.research_app import FlowerBackend
 
         backend = FlowerBackend(verbose=args.verbose)
-    seeds = args.seeds if args.seeds is not None else job.default_seeds
+    seeds = args.seeds
+    if seeds is None:
+        quick_seeds = job.quick_seeds if args.quick else None
+        seeds = quick_seeds if quick_seeds is not None else job.default_seeds
     report = run_job(
         args.job, cfg, Path(args.out), seeds=seeds, quick=args.quick,
         progress=not args.quiet, backend=backend,
@@ -63,8 +66,11 @@ def register(subparsers: Any) -> None:
         p.add_argument("--out", required=True, help="output directory")
         p.add_argument("--quick", action="store_true", help="the small run (<= 5 minutes)")
         p.add_argument(
-            "--seeds", type=int, default=None, help=f"seeds 0..N-1 (default {job.default_seeds})"
-        )
+            "--seeds", type=int, default=None,
+            help=f"seeds 0..N-1 (default {job.default_seeds}"
+            + (f"; {job.quick_seeds} with --quick" if job.quick_seeds is not None else "")
+            + ")",
+        )  # fmt: skip
         p.add_argument(
             "--backend", choices=("flower", "in-process"), default="flower",
             help="where federated rounds run (the same local functions either way)",

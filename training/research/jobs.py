@@ -48,6 +48,7 @@ class ResearchJob:
     quick: Callable[[Any], Any]  # full config -> the --quick config
     run: Callable[..., dict[str, Any]]  # run(cfg, out, *, seeds, quick, progress, backend)
     default_seeds: int = 3
+    quick_seeds: int | None = None  # --quick without --seeds (None: default_seeds)
 
 
 def load_job(name: str) -> ResearchJob:

@@ -32,3 +32,14 @@ def test_cli_runs_a_job_end_to_end(tmp_path, capsys):
     }  # fmt: skip
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["config"]["horizons"] == "300,600" and report["seeds"] == [0, 1]
+
+
+def test_quick_uses_the_jobs_quick_seeds_unless_seeds_is_given(tmp_path, capsys):
+    """pubswap's ``--quick`` runs one seed (three would take ~10 min on two cores); ``--seeds``
+    still wins."""
+    assert load_job("pubswap").quick_seeds == 1
+    base = ["research", "pubswap", "--backend", "in-process", "--quiet", "--model", "tiny-random"]
+    assert main([*base, "--quick", "--out", str(tmp_path / "q")]) == 0
+    assert json.loads((tmp_path / "q" / "report.json").read_text())["seeds"] == [0]
+    assert main([*base, "--quick", "--seeds", "2", "--out", str(tmp_path / "s")]) == 0
+    assert json.loads((tmp_path / "s" / "report.json").read_text())["seeds"] == [0, 1]

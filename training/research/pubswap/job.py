@@ -179,4 +179,5 @@ JOB = ResearchJob(
     config_cls=PubSwapConfig,
     quick=_quick,
     run=run,
+    quick_seeds=1,  # one quick seed is ~3.5 min in process plus ~1.5 min of Flower repeat
 )
