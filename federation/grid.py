@@ -72,10 +72,9 @@ CHOSEN_MLP = "emb"  # best mean validation AUC (RESULTS.md, "MLP method, chosen 
 EARLIER_MLP = ("prox",)  # kept before emb was measured: its three seeds stay in the grid
 EXTRA_MLP = "avg"  # the method of the expansion and join runs (run before prox was measured)
 BASE: dict[str, Any] = {"clients": 10, "alpha": 0.6, "rounds": 30}
-# The runs measured before the ServerApp kept the round chosen on validation (the default
-# since): every MLP method but the chosen one, the expansion and the join runs keep the last
-# round, as they were run. The chosen method's main runs use the default.
-LAST_ROUND: dict[str, Any] = {"select_round": "last"}
+# Every MLP run keeps the training round with the best validation AUC (select-round, the
+# default), so the method table compares every method on one rule; the expansion and join
+# stages continue from the kept round.
 
 
 def runs() -> dict[str, FederationConfig]:
@@ -84,7 +83,7 @@ def runs() -> dict[str, FederationConfig]:
     for log_name, data in LOGS.items():
         for method, knobs in MLP_METHODS.items():
             seeds = SEEDS if method in (CHOSEN_MLP, EXTRA_MLP, *EARLIER_MLP) else (0,)
-            kept = {"lrs": CHOSEN_LRS} if method == CHOSEN_MLP else LAST_ROUND
+            kept: dict[str, Any] = {"lrs": CHOSEN_LRS} if method == CHOSEN_MLP else {}
             for s in seeds:
                 out[f"{log_name}_mlp_{method}_s{s}"] = FederationConfig(
                     **BASE, **data, **knobs, **kept, router="mlp", seed=s
@@ -93,7 +92,7 @@ def runs() -> dict[str, FederationConfig]:
             out[f"{log_name}_kmeans_s{s}"] = FederationConfig(
                 **BASE, **data, router="kmeans", seed=s
             )
-    chosen = {**MLP_METHODS[EXTRA_MLP], **LAST_ROUND}
+    chosen = MLP_METHODS[EXTRA_MLP]
     # Model expansion: onboarding a held-out MMLU-Pro model with a fixed 10% calibration set
     # per client; new clients: the last two join after 30 rounds.
     for r in ("mlp", "kmeans"):

@@ -175,19 +175,20 @@ def _prior_lines(report: dict[str, Any]) -> list[str]:
     ]
 
 
-def last_round_val_auc(report: dict[str, Any]) -> float:
-    """The federated router's validation AUC after its last training round at the run's own
-    ``lr``: what the MLP methods were compared on (their seed-0 runs predate per-round
-    validation figures and the lr choice, so a kept round or lr chosen on validation would not
-    compare like for like)."""
+def method_val_auc(report: dict[str, Any]) -> float:
+    """The federated router's validation AUC at the run's own ``lr``, in the round the run
+    keeps: what the MLP methods are compared on. Every method is compared at its own lr (the
+    chosen method's extra lr candidates are left out, so it gets no more tries than the
+    others); a run kept its last round (runs before ``select-round validation``) or the round
+    with the best validation AUC, as its report says."""
     lr = report.get("federated_lr")
-    own = (lr or {}).get("last_round_val_auc", {}).get(f"{report['config']['lr']:g}")
+    own = (lr or {}).get("val_auc", {}).get(f"{report['config']['lr']:g}")
     if own is not None:
         return float(own)
-    if report.get("federated_selection", {}).get("rule") != "validation":
-        return float(report["val_auc"]["federated"])
-    train = [r for r in report["rounds"] if r["stage"] == "train"]
-    return float(train[-1]["val_auc"])
+    sel = report.get("federated_selection", {})
+    if sel.get("rule") == "validation":
+        return float(sel["val_auc"])
+    return float(report["val_auc"]["federated"])
 
 
 def best_local_by_validation(report: dict[str, Any]) -> float:
@@ -424,7 +425,7 @@ def results_markdown(
         "",
         "## MLP method, chosen on validation (seed 0)",
         "",
-        "| log | " + " | ".join(f"{m}: fed (last round) / cen (val)" for m in methods) + " |",
+        "| log | " + " | ".join(f"{m}: fed (kept round) / cen (val)" for m in methods) + " |",
         "| --- | " + " | ".join("---" for _ in methods) + " |",
     ]
     for lg in logs:
@@ -434,12 +435,12 @@ def results_markdown(
             if r is None:
                 cells.append("not run")
                 continue
-            cells.append(f"{last_round_val_auc(r):.4f} / {r['val_auc']['centralized']:.4f}")
+            cells.append(f"{method_val_auc(r):.4f} / {r['val_auc']['centralized']:.4f}")
         lines.append(f"| {lg} | " + " | ".join(cells) + " |")
     shared_logs = [lg for lg in logs if all(f"{lg}_mlp_{m}_s0" in reports for m in methods)]
 
     def val_mean(m: str) -> float:
-        return _mean([last_round_val_auc(reports[f"{lg}_mlp_{m}_s0"]) for lg in shared_logs])
+        return _mean([method_val_auc(reports[f"{lg}_mlp_{m}_s0"]) for lg in shared_logs])
 
     best = max(methods, key=val_mean) if shared_logs else "none (runs missing)"
     lines += [

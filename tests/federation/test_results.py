@@ -24,3 +24,19 @@ def test_results_md_is_regenerated_from_the_committed_reports(tmp_path: Path) ->
     assert main(["federate", "results", str(runs), "--out", str(out)]) == 0
     assert out.read_text() == (ROOT / "federation" / "RESULTS.md").read_text()
     assert (tmp_path / "results" / "plots").is_dir()
+
+
+def test_every_grid_mlp_run_keeps_its_validation_round_and_reports_say_so() -> None:
+    """The method table compares every MLP method on one rule: each grid run keeps its training
+    round with the best validation AUC, and each committed MLP report records that choice."""
+    from federation.grid import CHOSEN_LRS, CHOSEN_MLP, load_reports, runs
+
+    grid = runs()
+    reports = load_reports(ROOT / "federation" / "results" / "runs")
+    for name, cfg in grid.items():
+        if cfg.router != "mlp":
+            continue
+        assert cfg.select_round == "validation", name
+        assert cfg.lrs == (CHOSEN_LRS if f"_mlp_{CHOSEN_MLP}_" in name else ""), name
+        assert reports[name]["federated_selection"]["rule"] == "validation", name
+        assert reports[name]["config"]["select_round"] == "validation", name
