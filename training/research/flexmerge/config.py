@@ -34,7 +34,11 @@ class FlexMergeConfig:
     digits_points: int = field(default=9, metadata={"help": "sizes evaluated, M x to 1 x"})
     # SmolLM2
     llm: bool = field(
-        default=False, metadata={"help": "run the SmolLM2 setting (not yet verified end to end)"}
+        default=False,
+        metadata={
+            "help": "also run the SmolLM2 setting (LoRA fine-tunes on yes/no tasks, merged "
+            "block-wise; results in training/research/results/flexmerge-smollm2/)"
+        },
     )
     llm_tasks: str = field(
         default="big,animal,color,fruit", metadata={"help": "yes/no tasks (comma list)"}
