@@ -15,7 +15,7 @@ Groups:
   ``model-dim``, ``prox-mu`` (FedProx); K-means ``kmeans-prior`` (validation | a number);
 - FedAvg: ``rounds``, ``participation``, ``local-epochs``, ``client-dropout``, the server step
   ``server-opt`` (avg | momentum | adam) with ``server-lr`` and ``server-momentum``, and
-  ``select-round`` (validation | last: which training round the server keeps), ``server-ema``
+  ``select-round`` (validation | last: which round of each FedAvg stage the server keeps), ``server-ema``
   (the router the server evaluates and keeps is an exponential moving average of the training
   rounds' global models; 0 = off);
 - robustness: ``robust`` (none | clip | trimmed), ``clip-factor``, ``trim-frac``;
@@ -110,9 +110,10 @@ class FederationConfig:
     select_round: str = field(
         default="validation",
         metadata={
-            "help": "the FedAvg training round the server keeps: validation (the round, 0 = the "
-            "initial model, with the best AUC on the server's own validation set, ties to the "
-            "earlier; needs server-eval, else the last round) or last"
+            "help": "the round the server keeps in each FedAvg stage (training, then the join "
+            "and expansion rounds): validation (the round, 0 = the model the stage started "
+            "from, with the best AUC on the server's own validation set, ties to the earlier; "
+            "needs server-eval, else the last round) or last"
         },
     )
     server_ema: float = field(

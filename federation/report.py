@@ -127,10 +127,23 @@ def _kept_round(report: dict[str, Any]) -> str:
     lr = report.get("federated_lr")
     at = f"lr {lr['lr']:g} of {', '.join(f'{x:g}' for x in lr['candidates'])}, " if lr else ""
     cfg = report["config"]
-    then = (
-        ", then the expansion rounds" if cfg.get("expand_model") else
-        ", then the rounds after new clients joined" if cfg.get("new_clients") else ""
-    )  # fmt: skip
+    later = [
+        (name, (report.get("stage_selection") or {}).get(stage))
+        for name, stage, on in (
+            ("the rounds after new clients joined", "join", cfg.get("new_clients")),
+            ("the expansion rounds", "expand", cfg.get("expand_model")),
+        )
+        if on
+    ]
+    then = "".join(
+        f", then {name}"
+        + (
+            f" (round {st['round']} of {st['of_rounds']} kept, chosen on validation)"
+            if st and st["rule"] == "validation"
+            else " (the last kept)"
+        )
+        for name, st in later
+    )
     if sel["rule"] == "validation":
         return (
             f" ({at}training round {sel['round']} of {sel['of_rounds']}, chosen on validation"
@@ -584,6 +597,13 @@ def results_markdown(
         lines.append("No rerun was recorded.")
     # ---- expansion and new clients
     extra = {n: r for n, r in reports.items() if "expansion" in r or "new_clients" in r}
+
+    def stage_kept(r: dict[str, Any], stage: str) -> str:
+        st = (r.get("stage_selection") or {}).get(stage)
+        if st and st["rule"] == "validation":
+            return f" (the stage kept round {st['round']} of {st['of_rounds']}, on validation)"
+        return " (the stage kept its last round)" if r["config"]["router"] == "mlp" else ""
+
     if extra:
         lines += ["", "## Model expansion and new clients", ""]
         for n, r in sorted(extra.items()):
@@ -592,7 +612,8 @@ def results_markdown(
                 lines.append(
                     f"- `{n}`: onboarding `{e['model']}` (held out of the first training): test "
                     f"AUC {e['before']:.4f} before, {e['after']:.4f} after "
-                    f"({e['after'] - e['before']:+.4f}); each client's calibration set is "
+                    f"({e['after'] - e['before']:+.4f}){stage_kept(r, 'expand')}; each client's "
+                    "calibration set is "
                     f"drawn once ({e['calibration_frac']:.0%} of its training queries, rows per "
                     f"client {e['calibration_rows']}, {sum(e['calibration_rows'])} in all) and "
                     "reused every round."
@@ -608,7 +629,8 @@ def results_markdown(
                 lines.append(
                     f"- `{n}`: clients {j['clients']} join after {r['config']['rounds']} rounds "
                     f"for {r['config']['join_rounds']} more: global test AUC {j['before']:.4f} "
-                    f"-> {j['after']:.4f}; on their own test sets {own}; their fixed "
+                    f"-> {j['after']:.4f}{stage_kept(r, 'join')}; on their own test sets {own}; "
+                    "their fixed "
                     f"personalisation calibration sets {j['personalisation_calibration_queries']} "
                     "queries."
                 )

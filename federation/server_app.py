@@ -275,7 +275,10 @@ class FederatedRun:
     ) -> MLPRouter:
         cfg = self.cfg
         strategy = RouterFedAvg(cfg, clients=clients, num_rounds=rounds)
-        select = stage == "train" and cfg.select_round == "validation"
+        # every FedAvg stage (training, and the join and expansion rounds after it) keeps its
+        # round with the best validation AUC under select-round=validation (round 0: the router
+        # the stage started from)
+        select = cfg.select_round == "validation"
         best: dict[str, Any] = {}  # the kept round under select-round=validation
 
         ema: dict[str, np.ndarray] = {}  # the served average under server-ema (training only)
@@ -315,10 +318,12 @@ class FederatedRun:
         kept = arrays_of(result.arrays)
         if ema:  # the average after the last round, as evaluated
             kept = ema
+        if "arrays" in best:
+            kept = best["arrays"]
         if stage == "train":
             self.history["selected_round"] = self._selection(best, rounds)
-            if "arrays" in best:
-                kept = best["arrays"]
+        else:
+            self.history.setdefault("stage_selection", {})[stage] = self._selection(best, rounds)
         router.net.load_state_dict({k: torch.as_tensor(v) for k, v in kept.items()})
         self.history.setdefault("aggregation", {})[stage] = strategy.history
         self.history.setdefault("client_auc", {})[stage] = {
@@ -327,7 +332,8 @@ class FederatedRun:
         return router
 
     def _selection(self, best: dict[str, Any], rounds: int) -> dict[str, Any]:
-        """What the kept training round is and why (``history["selected_round"]``)."""
+        """What a stage's kept round is and why (``history["selected_round"]`` for training,
+        ``history["stage_selection"][stage]`` for the join and expansion stages)."""
         if "arrays" in best:
             return {
                 "rule": "validation",

@@ -581,6 +581,8 @@ def _simulate(cfg: FederationConfig, out: Path, *, progress: bool, verbose: bool
         }
     if "selected_round" in run.history:  # which training round the federated router is
         report["federated_selection"] = run.history["selected_round"]
+    if "stage_selection" in run.history:  # the kept round of the join and expansion stages
+        report["stage_selection"] = run.history["stage_selection"]
     if "model_embedding" in run.history:  # head=embedding: what the fixed embeddings hold
         report["model_embedding"] = run.history["model_embedding"]
     if cfg.expand_model:

@@ -250,8 +250,12 @@ def test_robust_aggregation_under_attack(attack: str, mlp_reports, tmp_path: Pat
 
 def test_new_clients_join_then_model_expansion_trains_only_the_new_head(tmp_path: Path) -> None:
     new = "gpt-4-1106-preview"
-    cfg = small(router="mlp", seed=0, expand_model=new, expand_rounds=5, new_clients=1)
+    cfg = small(
+        router="mlp", seed=0, expand_model=new, expand_rounds=5, new_clients=1,
+        select_round="last",
+    )  # fmt: skip
     r = simulate(cfg, tmp_path, progress=False)
+    assert r["stage_selection"]["join"]["rule"] == r["stage_selection"]["expand"]["rule"] == "last"
     # client 3 joins after 15 rounds and trains in every one of the 10 join rounds
     joined = r["new_clients"]
     assert joined["clients"] == [3]
@@ -278,6 +282,23 @@ def test_new_clients_join_then_model_expansion_trains_only_the_new_head(tmp_path
     for k, v in sb.items():  # the trunk and the old heads are bitwise unchanged
         assert (v == sf[k]).all(), k
     assert r["expansion"]["after"] > r["expansion"]["before"]
+
+
+def test_join_and_expansion_stages_keep_their_best_validation_round(tmp_path: Path) -> None:
+    """Under select-round validation (the default) the join and expansion stages, like
+    training, keep their round with the best validation AUC; round 0 is the router the stage
+    started from, so a stage never ends below it on validation."""
+    cfg = small(
+        router="mlp", seed=0, expand_model="gpt-4-1106-preview", expand_rounds=5, new_clients=1
+    )
+    r = simulate(cfg, tmp_path, progress=False)
+    for stage, n in (("join", cfg.join_rounds), ("expand", 5)):
+        kept = r["stage_selection"][stage]
+        rounds = [x for x in r["rounds"] if x["stage"] == stage]
+        assert kept["rule"] == "validation" and kept["of_rounds"] == n == len(rounds) - 1
+        best = max(rounds, key=lambda x: x["val_auc"])  # ties to the earlier round
+        assert (kept["round"], kept["val_auc"]) == (best["round"], best["val_auc"])
+        assert kept["val_auc"] >= rounds[0]["val_auc"]
 
 
 def test_kmeans_expansion_with_a_client_sending_nan(tmp_path: Path) -> None:
