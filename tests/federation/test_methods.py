@@ -350,3 +350,16 @@ def test_a_model_nobody_logged_gets_the_never_chosen_head(tmp_path) -> None:  # 
     with pytest.raises(TypeError):
         never_chosen(tiny_router(NetSpec("shared", 3)), ["m1"])
     assert never_chosen(router, []) is router
+
+
+def test_the_flower_app_config_is_every_field_at_its_default() -> None:
+    """`flwr run` refuses a run-config key the app's pyproject does not declare, so a config
+    field missing from ``[tool.flwr.app.config]`` breaks every deployment that passes it."""
+    import tomllib
+    from pathlib import Path
+
+    pyproject = Path(__file__).resolve().parents[2] / "pyproject.toml"
+    declared = tomllib.loads(pyproject.read_text())["tool"]["flwr"]["app"]["config"]
+    defaults = FederationConfig().to_run_config()
+    assert set(declared) == set(defaults)
+    assert FederationConfig.from_run_config(declared).to_run_config() == defaults
