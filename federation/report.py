@@ -120,6 +120,15 @@ def _chosen(report: dict[str, Any]) -> str:
     return f"last{at}"
 
 
+def stage_kept(report: dict[str, Any], stage: str) -> str:
+    """Which round an MLP run's join or expansion stage kept (``stage_selection``; runs before
+    it kept the last round); nothing for K-means, which has no rounds."""
+    st = (report.get("stage_selection") or {}).get(stage)
+    if st and st["rule"] == "validation":
+        return f" (the stage kept round {st['round']} of {st['of_rounds']}, on validation)"
+    return " (the stage kept its last round)" if report["config"]["router"] == "mlp" else ""
+
+
 def _kept_round(report: dict[str, Any]) -> str:
     sel = report.get("federated_selection")
     if sel is None:
@@ -127,22 +136,13 @@ def _kept_round(report: dict[str, Any]) -> str:
     lr = report.get("federated_lr")
     at = f"lr {lr['lr']:g} of {', '.join(f'{x:g}' for x in lr['candidates'])}, " if lr else ""
     cfg = report["config"]
-    later = [
-        (name, (report.get("stage_selection") or {}).get(stage))
+    then = "".join(
+        f", then {name}{stage_kept(report, stage)}"
         for name, stage, on in (
             ("the rounds after new clients joined", "join", cfg.get("new_clients")),
             ("the expansion rounds", "expand", cfg.get("expand_model")),
         )
         if on
-    ]
-    then = "".join(
-        f", then {name}"
-        + (
-            f" (round {st['round']} of {st['of_rounds']} kept, chosen on validation)"
-            if st and st["rule"] == "validation"
-            else " (the last kept)"
-        )
-        for name, st in later
     )
     if sel["rule"] == "validation":
         return (
@@ -479,7 +479,7 @@ def results_markdown(
         "round with the best AUC on the server's validation set (`select-round validation`, the "
         "default since the centralised baseline's early stopping uses the same rule and set) "
         "where the run's report says so (`federated_selection`), else the last round. *Fed, last "
-        "round* and *fed, val round* give both rounds' test AUC for every run. *Chosen on "
+        "round*: the test AUC after the last training round, for comparison. *Chosen on "
         "validation*: per seed, the kept round (rN) and, where the run chose it, the client lr "
         "(`lrs`: one federated training per lr, the same candidates as the centralised MLP's); "
         "K-means: the shrinkage prior. *Best local*: the highest client-local test AUC (the "
@@ -487,29 +487,24 @@ def results_markdown(
         "validation AUC.",
         "",
         "| log, router | federated | chosen on validation (per seed) | fed, last round | "
-        "fed, val round | centralised "
+        "centralised "
         "| centralised, matched (earlier) | best local | best local, val-chosen | hull | "
         "fed - cen | fed within 0.01 of cen | fed > best local | personalised >= worse of fed, "
         "local |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     verdicts: list[str] = []
     for lg in logs:
         for router, prefix in (("mlp", f"{lg}_mlp_{chosen}"), ("kmeans", f"{lg}_kmeans")):
             g = _group(reports, prefix)
             if not g:
-                lines.append(f"| {lg} {router} | not run |" + " |" * 13)
+                lines.append(f"| {lg} {router} | not run |" + " |" * 12)
                 continue
             fed = [r["auc"]["federated"] for r in g]
             cen = [r["auc"]["centralized"] for r in g]
             loc = [max(r["auc"]["local"]) for r in g]
             loc_val = [best_local_by_validation(r) for r in g]
             hull = [r["auc"]["hull"] for r in g]
-            fed_val = [
-                r["federated_round_by_validation"]["test_auc"]
-                for r in g
-                if "federated_round_by_validation" in r
-            ]
             fed_last = [x for r in g if (x := last_round_auc(r)) is not None]
             kept = ", ".join(_chosen(r) for r in g)
             matched = [
@@ -537,7 +532,7 @@ def results_markdown(
             diff = [f - c for f, c in zip(fed, cen, strict=True)]
             lines.append(
                 f"| {lg} {router} | {cell(fed)} | {kept} | "
-                f"{cell(fed_last) if router == 'mlp' else 'n/a'} | {cell(fed_val)} | {cell(cen)} | "
+                f"{cell(fed_last) if router == 'mlp' else 'n/a'} | {cell(cen)} | "
                 f"{cell(matched)} | {cell(loc)} | {cell(loc_val)} | {_mean(hull):.4f} | "
                 f"{_mean(diff):+.4f} ± {_sd(diff):.4f} | {within}/{len(g)} seeds | "
                 f"{above}/{len(g)} seeds | {pers}/{ncl} clients |"
@@ -597,12 +592,6 @@ def results_markdown(
         lines.append("No rerun was recorded.")
     # ---- expansion and new clients
     extra = {n: r for n, r in reports.items() if "expansion" in r or "new_clients" in r}
-
-    def stage_kept(r: dict[str, Any], stage: str) -> str:
-        st = (r.get("stage_selection") or {}).get(stage)
-        if st and st["rule"] == "validation":
-            return f" (the stage kept round {st['round']} of {st['of_rounds']}, on validation)"
-        return " (the stage kept its last round)" if r["config"]["router"] == "mlp" else ""
 
     if extra:
         lines += ["", "## Model expansion and new clients", ""]

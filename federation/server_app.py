@@ -291,7 +291,7 @@ class FederatedRun:
             for k, v in plain.items():
                 floating = np.issubdtype(v.dtype, np.floating)
                 ema[k] = d * ema[k] + (1 - d) * v if k in ema and floating else v.copy()
-            return {k: v.copy() for k, v in ema.items()}
+            return dict(ema)  # each update makes new arrays, so a kept round stays as it was
 
         def evaluate_fn(rnd: int, arrays: ArrayRecord) -> MetricRecord | None:
             now = served(rnd, arrays)
