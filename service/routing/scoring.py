@@ -15,6 +15,7 @@ Usage::
 from __future__ import annotations
 
 import hashlib
+from collections import OrderedDict
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
@@ -23,9 +24,10 @@ import numpy.typing as npt
 from service.routing.registry import Pool, PoolEntry
 
 if TYPE_CHECKING:
-    from training.routers.locus_kr import Evidence, KRParams
+    from training.routers.locus_kr import Evidence, KRParams, StackedEvidence
 
 Array = npt.NDArray[np.float32]
+STACKED_CACHE = 16  # candidate lists whose stacked evidence is kept per scorer
 
 
 class ModelEmbedder(Protocol):
@@ -87,6 +89,11 @@ class LocusScorer:
         # model; models whose evaluations are on the same queries (the shipped pool) share a group,
         # so a query is compared with those queries once.
         self._evidence: dict[str, tuple[bytes, int, bytes, Evidence]] = {}
+        # (pool id, version, candidates) -> (pool, stacked evidence, evidence means); the pool is
+        # held so that its id cannot be reused by a newer pool while the entry lives
+        self._stacked: OrderedDict[
+            tuple[int, int, tuple[str, ...]], tuple[Pool, StackedEvidence, npt.NDArray[np.float64]]
+        ] = OrderedDict()
 
     def supports(self, model: str) -> bool:  # noqa: ARG002 - every embedded model
         return True
@@ -107,29 +114,42 @@ class LocusScorer:
             self._evidence[entry.name] = hit
         return hit[2], hit[3]
 
+    def stacked(
+        self, pool: Pool, names: list[str]
+    ) -> tuple[StackedEvidence, npt.NDArray[np.float64]]:
+        """The candidates' evidence stacked for one vectorised pass, and their evidence means
+        (-inf: none), built once per (pool, candidate list) and kept for the next requests."""
+        from training.routers.locus_kr import StackedEvidence
+
+        assert self.kr is not None
+        key = (id(pool), pool.version, tuple(names))
+        hit = self._stacked.get(key)
+        if hit is not None and hit[0] is pool:
+            self._stacked.move_to_end(key)
+            return hit[1], hit[2]
+        entries = [pool.get(n) for n in names]
+        st = StackedEvidence.build(
+            [None if e is None else self.evidence(e) for e in entries], self.kr.alpha_g
+        )
+        means = np.array(
+            [-np.inf if e is None or e.evidence_mean is None else e.evidence_mean for e in entries],
+            dtype=np.float64,
+        )
+        self._stacked[key] = (pool, st, means)
+        while len(self._stacked) > STACKED_CACHE:
+            self._stacked.popitem(last=False)
+        return st, means
+
     def p_correct(self, pool: Pool, names: list[str], X: Array) -> Array:
         if not names:
             return np.zeros((X.shape[0], 0), dtype=np.float32)
         p = np.asarray(self.embedder.predict(pool.embeddings(names), X), dtype=np.float32)
         if self.kr is None:
             return p
-        from training.routers.locus_kr import kr_predict, penalise, sorted_neighbours, unit
+        from training.routers.locus_kr import kr_predict_stacked, penalise, unit
 
-        Xu = unit(X)
-        means = []
-        neighbours: dict[bytes, Any] = {}
-        for col, name in enumerate(names):
-            entry = pool.get(name)
-            found = None if entry is None else self.evidence(entry)
-            if found is not None:
-                group, ev = found
-                if group not in neighbours:
-                    neighbours[group] = (
-                        sorted_neighbours(Xu @ ev.X.T, self.kr.k) if self.kr.k else None
-                    )
-                p[:, col] = kr_predict(ev, p[:, col], self.kr, neighbours=neighbours[group])
-            mean = None if entry is None else entry.evidence_mean
-            means.append(-np.inf if mean is None else mean)
+        st, means = self.stacked(pool, names)
+        p = kr_predict_stacked(st, p, self.kr, unit(X))
         if np.isfinite(means).any():
             p = penalise(p, means, self.kr.margin)
         return p

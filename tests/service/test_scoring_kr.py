@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import numpy as np
+import pytest
 import torch
 
 from service.catalog import ModelSpec
@@ -13,7 +14,16 @@ from service.routing.scoring import LocusScorer
 from tests.service.helpers import make_settings, run_gateway
 from training.locus import LocusConfig, LocusEmbedder
 from training.locus.model import LocusModel
-from training.routers.locus_kr import Evidence, KRParams, kr_predict, penalise, unit
+from training.routers import locus_kr
+from training.routers.locus_kr import (
+    Evidence,
+    KRParams,
+    StackedEvidence,
+    kr_predict,
+    kr_predict_stacked,
+    penalise,
+    unit,
+)
 
 PARAMS = KRParams(k=10, beta=10.0, alpha=0.1, alpha_g=20.0, margin=0.0)
 
@@ -72,6 +82,39 @@ def test_scorer_is_the_benchmarks_locus_kr_and_follows_each_models_evidence() ->
         1,
     )  # fmt: skip
     assert np.allclose(p, penalise(want, [y_a.mean(), y_b.mean()], PARAMS.margin), atol=1e-5)
+
+
+@pytest.mark.parametrize("cells", [locus_kr.STACK_CELLS, 500])
+def test_the_vectorised_pass_is_locus_kr_model_by_model(monkeypatch, cells) -> None:
+    """Two models on the same queries, groups shorter and longer than k, a model without
+    evidence: every column equals ``kr_predict`` on its own evidence (the prior where it has
+    none), whether the queries go in one chunk or many."""
+    monkeypatch.setattr(locus_kr, "STACK_CELLS", cells)
+    rng = np.random.default_rng(5)
+
+    def ev(n: int, X: np.ndarray | None = None) -> Evidence:
+        X = unit(rng.normal(size=(n, 384)).astype(np.float32)) if X is None else X
+        y = (rng.random(n) < 0.6).astype(np.float32)
+        return Evidence.build(X, y, rng.uniform(0.2, 0.8, n).astype(np.float32))
+
+    shared = unit(rng.normal(size=(30, 384)).astype(np.float32))
+    evs = [ev(30, shared), ev(30, shared), ev(7), ev(50), None]
+    keys = [b"shared", b"shared", b"seven", b"fifty", None]
+    columns = [None if e is None else (k, e) for k, e in zip(keys, evs, strict=True)]
+    X = unit(rng.normal(size=(40, 384)).astype(np.float32))
+    X[:5] = shared[:5] + 0.01  # some queries right on the shared evidence
+    X = unit(X)
+    prior = rng.uniform(0.0, 1.0, size=(40, 5)).astype(np.float32)
+    st = StackedEvidence.build(columns, PARAMS.alpha_g)
+    assert st.X.shape == (3, 50, 384) and st.group.tolist() == [0, 0, 1, 2, -1]
+    got = kr_predict_stacked(st, prior, PARAMS, X)
+    want = np.stack(
+        [prior[:, c] if e is None else kr_predict(e, prior[:, c], PARAMS, X=X)
+         for c, e in enumerate(evs)],
+        1,
+    )  # fmt: skip
+    assert np.allclose(got, want, atol=1e-6, rtol=0)
+    assert not np.allclose(got[:, :4], np.clip(prior[:, :4] + st.offset[:4], 0.01, 0.99))
 
 
 def test_a_large_margin_keeps_the_best_supported_model() -> None:

@@ -27,6 +27,7 @@ Usage::
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -148,6 +149,96 @@ def kr_predict(
             alpha=params.alpha,
         )  # fmt: skip
     return np.clip(p, *P_CLIP).astype(np.float32)
+
+
+# Scores below every cosine similarity: the padding of a group shorter than the longest sorts last.
+_PAD_SIM = np.float32(-2.0)
+STACK_CELLS = 1 << 22  # query x evidence similarities held at once by ``kr_predict_stacked``
+
+
+@dataclass(frozen=True)
+class StackedEvidence:
+    """Several models' evidence laid out for one vectorised LOCUS-KR pass (the gateway's scorer).
+
+    Models whose evaluations are on the same queries (the shipped pool) share a group, whose
+    queries are compared with a query once. Groups are zero-padded to the longest; the padding
+    gets zero kernel weight, so each model's result is :func:`kr_predict` on its own evidence.
+    """
+
+    X: Array  # [G, n_max, D] unit query vectors of each group
+    pad: npt.NDArray[np.bool_]  # [G, n_max] True on padding
+    group: npt.NDArray[np.int64]  # [C] each column's group; -1: no evidence (the prior alone)
+    resid: Array  # [C, n_max] e_i - g of the column's evaluations, 0 on padding
+    offset: Array  # [C] global offset g (0 without evidence)
+
+    @classmethod
+    def build(
+        cls, columns: Sequence[tuple[bytes, Evidence] | None], alpha_g: float
+    ) -> StackedEvidence:
+        """``columns``: per candidate, its (group key, evidence), or None when it has none."""
+        keys: dict[bytes, int] = {}
+        members: list[Evidence] = []
+        for col in columns:
+            if col is not None and col[0] not in keys:
+                keys[col[0]] = len(members)
+                members.append(col[1])
+        n_max = max((e.n for e in members), default=0)
+        dim = members[0].X.shape[1] if members else 0
+        X = np.zeros((len(members), n_max, dim), dtype=np.float32)
+        pad = np.ones((len(members), n_max), dtype=bool)
+        for g, e in enumerate(members):
+            X[g, : e.n] = e.X
+            pad[g, : e.n] = False
+        group = np.full(len(columns), -1, dtype=np.int64)
+        resid = np.zeros((len(columns), n_max), dtype=np.float32)
+        offset = np.zeros(len(columns), dtype=np.float32)
+        for c, col in enumerate(columns):
+            if col is None:
+                continue
+            key, e = col
+            g_c = global_offset(e.resid, alpha_g)
+            group[c], offset[c] = keys[key], g_c
+            resid[c, : e.n] = e.resid - g_c
+        return cls(X, pad, group, resid, offset)
+
+
+def kr_predict_stacked(st: StackedEvidence, prior: Array, params: KRParams, X: Array) -> Array:
+    """P(correct) [B, C] of every column at once: :func:`kr_predict` per column with evidence,
+    vectorised; a column without evidence keeps its prior.
+
+    ``prior`` [B, C] is LOCUS's prediction, ``X`` [B, D] the queries (unit norm). Queries go in
+    chunks so that at most ``STACK_CELLS`` similarities are held at once.
+    """
+    p = np.asarray(prior, dtype=np.float32) + st.offset[None, :]
+    n_groups, n_max = st.pad.shape
+    cols = np.flatnonzero(st.group >= 0)
+    if params.k > 0 and n_max > 0 and len(cols):
+        k = min(params.k, n_max)
+        flat = st.X.reshape(n_groups * n_max, -1).T  # [D, G * n_max]
+        R = st.resid[cols]  # [C', n_max]
+        g_of = st.group[cols]
+        step = max(1, STACK_CELLS // (n_groups * n_max))
+        for b0 in range(0, len(X), step):
+            xb = np.asarray(X[b0 : b0 + step], dtype=np.float32)
+            sims = (xb @ flat).reshape(len(xb), n_groups, n_max)
+            sims[:, st.pad] = _PAD_SIM
+            if k < n_max:
+                idx = np.argpartition(-sims, k - 1, axis=2)[:, :, :k]
+                s = np.take_along_axis(sims, idx, axis=2)
+            else:
+                idx = np.broadcast_to(np.arange(n_max), sims.shape)
+                s = sims
+            order = np.argsort(-s, axis=2, kind="stable")
+            idx = np.take_along_axis(idx, order, axis=2)  # [b, G, k], nearest first
+            s = np.take_along_axis(s, order, axis=2)
+            w = np.exp(params.beta * (s - 1.0))
+            w[np.take_along_axis(np.broadcast_to(st.pad, sims.shape), idx, axis=2)] = 0.0
+            wc, ic = w[:, g_of, :], idx[:, g_of, :]  # [b, C', k]
+            rc = R[np.arange(len(cols))[None, :, None], ic]
+            r = (wc * rc).sum(2) / (wc.sum(2) + params.alpha)
+            p[b0 : b0 + step, cols] += r.astype(np.float32)
+    p[:, cols] = np.clip(p[:, cols], *P_CLIP)  # a column without evidence keeps its prior
+    return p
 
 
 def decide(p: Array, cost: Array, lam: float, default: int, margin: float) -> npt.NDArray[np.int64]:
