@@ -61,6 +61,7 @@ from training.routers.kmeans import KMeansConfig, KMeansRouter, choose_prior, gl
 from training.routers.mlp import MLPConfig, MLPRouter, never_chosen
 
 log = logging.getLogger(__name__)
+VAL_HALVES_SALT = 7919  # seeds the split of the validation queries into halves (with the run seed)
 
 RoundHook = Callable[[str, int, float | None], None]
 
@@ -155,6 +156,25 @@ class FederatedRun:
         if list(router.models) != list(val.models):
             val = val.select_models(list(router.models))
         return router_auc(self._as_saved(router), val, self._val_range)
+
+    def _server_val_halves(self, router: Any) -> list[float] | None:
+        """The router's validation AUC on each of two fixed halves of the server's validation
+        queries (a seeded split, the whole set's cost range), for :func:`crossfit_val_auc`: a
+        round chosen on one half and scored on the other is free of the choice's own luck."""
+        if not self.cfg.server_eval:
+            return None
+        if self._val is None:
+            self._server_val_auc(router)
+        val = self._val
+        if list(router.models) != list(val.models):
+            val = val.select_models(list(router.models))
+        order = np.random.default_rng([self.cfg.seed, VAL_HALVES_SALT]).permutation(
+            len(val.query_ids)
+        )
+        return [
+            router_auc(self._as_saved(router), val.subset(np.sort(order[h::2])), self._val_range)
+            for h in (0, 1)
+        ]
 
     def _hook(self, stage: str, rnd: int, auc: float | None) -> None:
         if self.on_round is not None:
@@ -298,9 +318,10 @@ class FederatedRun:
             router.net.load_state_dict({k: torch.as_tensor(v) for k, v in now.items()})
             auc = self._server_auc(router)
             val_auc = self._server_val_auc(router)
-            self.history["rounds"].append(
-                {"stage": stage, "round": rnd, "auc": auc, "val_auc": val_auc}
-            )
+            record = {"stage": stage, "round": rnd, "auc": auc, "val_auc": val_auc}
+            if stage == "train" and val_auc is not None:
+                record["val_auc_halves"] = self._server_val_halves(router)
+            self.history["rounds"].append(record)
             if select and val_auc is not None and val_auc > best.get("val_auc", -np.inf):
                 best.update(round=rnd, val_auc=val_auc, arrays=copy.deepcopy(now))
             self._hook(stage, rnd, auc)

@@ -164,6 +164,27 @@ def test_the_kept_round_is_chosen_on_validation_or_is_the_last() -> None:
     assert FederationConfig.from_run_config({"select-round": "last"}).select_round == "last"
 
 
+def test_the_crossfitted_figure_does_not_reward_a_lucky_round() -> None:
+    """A spike on one half of the validation queries wins the kept-round rule's max, but the
+    cross-fitted figure scores each half at the round chosen on the other one."""
+    from federation.simulate import crossfit_val_auc
+
+    def rec(rnd: int, a: float, b: float, stage: str = "train") -> dict:
+        return {"stage": stage, "round": rnd, "val_auc": (a + b) / 2, "val_auc_halves": [a, b]}
+
+    noisy = [rec(0, 0.50, 0.50), rec(1, 0.90, 0.52), rec(2, 0.55, 0.56)]
+    smooth = [rec(0, 0.50, 0.50), rec(1, 0.70, 0.70), rec(2, 0.70, 0.70), rec(3, 0.9, 0.9, "join")]
+    cf = crossfit_val_auc([noisy, smooth])
+    assert cf is not None
+    # half 0 scored at the best round of half 1 (smooth round 1, the earlier of a tie), and
+    # half 1 at the best of half 0 (noisy round 1: its spike does not carry over)
+    assert [(p["run"], p["round"], p["val_auc"]) for p in cf["picks"]] == [
+        (1, 1, 0.70), (0, 1, 0.52),
+    ]  # fmt: skip
+    assert cf["val_auc"] == pytest.approx(0.61)
+    assert crossfit_val_auc([[{"stage": "train", "round": 0, "val_auc": None}]]) is None
+
+
 def test_the_kmeans_prior_is_the_best_on_validation_ties_to_the_earlier() -> None:
     from training.routers.kmeans import choose_prior
 

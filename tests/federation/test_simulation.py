@@ -201,6 +201,18 @@ def test_the_federated_lr_is_chosen_on_validation(mlp_reports, tmp_path: Path) -
     chosen = max(fl["val_auc"], key=lambda k: fl["val_auc"][k])
     assert f"{fl['lr']:g}" == chosen
     assert r["federated_selection"]["val_auc"] == fl["val_auc"][chosen]
+    # the cross-fitted figure: per half, the (lr, round) best on the other half, scored here
+    runs = [json.loads((tmp_path / f"federated-lr{x}" / "history.json").read_text())["rounds"]
+            for x in ("0.001", "0.003")]  # fmt: skip
+    train = [(i, x) for i, rounds in enumerate(runs) for x in rounds if x["stage"] == "train"]
+    assert all(len(x["val_auc_halves"]) == 2 for _, x in train)
+    cf = fl["crossfit"]
+    for h, pick in enumerate(cf["picks"]):
+        best = max(x["val_auc_halves"][1 - h] for _, x in train)
+        i, x = next((i, x) for i, x in train if x["val_auc_halves"][1 - h] == best)
+        assert (pick["run"], pick["round"], pick["val_auc"]) == (i, x["round"],
+                                                                x["val_auc_halves"][h])  # fmt: skip
+    assert cf["val_auc"] == pytest.approx(np.mean([q["val_auc"] for q in cf["picks"]]))
     saved = load_router(tmp_path / "federated" / "router.pt")
     kept = load_router(tmp_path / f"federated-lr{chosen}" / "router.pt")
     assert all(
