@@ -95,7 +95,10 @@ def _table(args: argparse.Namespace) -> int:
 def _grid(args: argparse.Namespace) -> int:
     from federation.grid import run_grid
 
-    done = run_grid(Path(args.out), Path(args.scratch), pattern=args.only, force=args.force)
+    done = run_grid(
+        Path(args.out), Path(args.scratch), pattern=args.only, force=args.force,
+        settings=args.set, suffix=args.suffix,
+    )  # fmt: skip
     sys.stdout.write(json.dumps({"ran": done, "out": str(args.out)}) + "\n")
     return 0
 
@@ -183,6 +186,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     g.add_argument("--scratch", default="reports/fed", help="routers and plots of each run")
     g.add_argument("--only", default=None, help="shell pattern of run names, e.g. 'rb_*'")
     g.add_argument("--force", action="store_true", help="re-run runs that have a report")
+    g.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE",
+        help="a run-config setting on top of every selected run (repeatable), e.g. "
+        "local-epochs=2: a variant tried beside the grid; needs --suffix",
+    )  # fmt: skip
+    g.add_argument(
+        "--suffix", default="", help="appended to each run's name (its report folder) with --set"
+    )
     g.set_defaults(handler=_grid)
 
     r = sub.add_parser(

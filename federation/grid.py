@@ -123,14 +123,39 @@ def select(pattern: str | None) -> dict[str, FederationConfig]:
     return picked
 
 
+def with_settings(cfg: FederationConfig, settings: list[str]) -> FederationConfig:
+    """``cfg`` with ``key=value`` run-config settings (kebab or snake case) on top, typed as
+    the config's own fields; an unknown key is an error."""
+    pairs = {}
+    for item in settings:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"a setting is key=value, got {item!r}")
+        pairs[key.strip().replace("_", "-")] = value.strip()
+    return FederationConfig.from_run_config({**cfg.to_run_config(), **pairs})
+
+
 def run_grid(
-    out: Path, scratch: Path, *, pattern: str | None = None, force: bool = False
+    out: Path,
+    scratch: Path,
+    *,
+    pattern: str | None = None,
+    force: bool = False,
+    settings: list[str] | None = None,
+    suffix: str = "",
 ) -> list[str]:
-    """Run the selected runs whose report is missing (all with ``force``); returns their names."""
+    """Run the selected runs whose report is missing (all with ``force``); returns their names.
+
+    ``settings`` (``key=value``) change every selected run, a variant tried beside the grid
+    (its reports go to ``OUT/<run><suffix>``)."""
     from federation.simulate import simulate
 
+    if settings and not suffix:
+        raise ValueError("a variant (settings) needs a suffix, so it never overwrites the grid")
     done = []
-    for name, cfg in select(pattern).items():
+    for base_name, base_cfg in select(pattern).items():
+        name = base_name + suffix
+        cfg = with_settings(base_cfg, settings) if settings else base_cfg
         dest = out / name
         if (dest / "report.json").exists() and not force:
             continue

@@ -185,6 +185,20 @@ def test_the_crossfitted_figure_does_not_reward_a_lucky_round() -> None:
     assert crossfit_val_auc([[{"stage": "train", "round": 0, "val_auc": None}]]) is None
 
 
+def test_a_grid_variant_is_the_grid_run_with_its_settings(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from federation.grid import run_grid, runs, with_settings
+
+    base = runs()["rb_mlp_emb_s1"]
+    variant = with_settings(base, ["local-epochs=2", "server_ema = 0.9"])
+    assert variant == replace(base, local_epochs=2, server_ema=0.9)
+    with pytest.raises(KeyError, match="local-epoch"):
+        with_settings(base, ["local-epoch=2"])
+    with pytest.raises(ValueError, match="key=value"):
+        with_settings(base, ["local-epochs"])
+    with pytest.raises(ValueError, match="suffix"):  # never over the grid's own reports
+        run_grid(tmp_path, tmp_path, pattern="rb_mlp_emb_s1", settings=["local-epochs=2"])
+
+
 def test_the_kmeans_prior_is_the_best_on_validation_ties_to_the_earlier() -> None:
     from training.routers.kmeans import choose_prior
 
