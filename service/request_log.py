@@ -24,9 +24,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any
+
+from sqlalchemy import insert
 
 from service.db.engine import Database
 from service.db.models import RequestRecordRow
@@ -63,6 +65,11 @@ class RequestRecord:
     created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 
+def _row(record: RequestRecord) -> dict[str, Any]:
+    """A record's columns, shallow (``asdict`` deep-copied every candidate's figures)."""
+    return {f.name: getattr(record, f.name) for f in fields(record)}
+
+
 class RequestLog:
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -90,7 +97,9 @@ class RequestLog:
                 return
             try:
                 async with self.db.session() as s:
-                    s.add_all([RequestRecordRow(**asdict(r)) for r in batch])
+                    # one multi-row INSERT, not an ORM object per record: the flush runs on the
+                    # event loop, and the ORM's unit of work cost ~0.3 ms of it per record
+                    await s.execute(insert(RequestRecordRow), [_row(r) for r in batch])
                     await s.commit()
             except Exception:
                 log.exception("could not write %d request records", len(batch))
