@@ -15,6 +15,7 @@ Usage::
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -27,7 +28,10 @@ if TYPE_CHECKING:
     from training.routers.locus_kr import Evidence, KRParams, StackedEvidence
 
 Array = npt.NDArray[np.float32]
-STACKED_CACHE = 16  # candidate lists whose stacked evidence is kept per scorer
+STACKED_CACHE = 16  # candidate lists whose columns are kept per pool
+POOLS_KEPT = 2  # pools whose stacked evidence is kept (the one served and the one before)
+Means = npt.NDArray[np.float64]
+Subsets = dict[tuple[str, ...], tuple["StackedEvidence", Means]]
 
 
 class ModelEmbedder(Protocol):
@@ -89,11 +93,12 @@ class LocusScorer:
         # model; models whose evaluations are on the same queries (the shipped pool) share a group,
         # so a query is compared with those queries once.
         self._evidence: dict[str, tuple[bytes, int, bytes, Evidence]] = {}
-        # (pool id, version, candidates) -> (pool, stacked evidence, evidence means); the pool is
-        # held so that its id cannot be reused by a newer pool while the entry lives
-        self._stacked: OrderedDict[
-            tuple[int, int, tuple[str, ...]], tuple[Pool, StackedEvidence, npt.NDArray[np.float64]]
-        ] = OrderedDict()
+        # (pool id, version) -> (pool, its stacked evidence, evidence means, candidate lists'
+        # columns); the pool is held so that its id cannot be reused while the entry lives
+        self._pools: OrderedDict[tuple[int, int], tuple[Pool, StackedEvidence, Means, Subsets]] = (
+            OrderedDict()
+        )
+        self._lock = threading.Lock()
 
     def supports(self, model: str) -> bool:  # noqa: ARG002 - every embedded model
         return True
@@ -118,27 +123,36 @@ class LocusScorer:
         self, pool: Pool, names: list[str]
     ) -> tuple[StackedEvidence, npt.NDArray[np.float64]]:
         """The candidates' evidence stacked for one vectorised pass, and their evidence means
-        (-inf: none), built once per (pool, candidate list) and kept for the next requests."""
+        (-inf: none). The pool's evidence is stacked once per pool (one copy of its query
+        vectors); each candidate list takes its columns, kept for the next requests. Calls come
+        from the event loop and from worker threads (the cost knob's calibration), hence the lock.
+        """
         from training.routers.locus_kr import StackedEvidence
 
         assert self.kr is not None
-        key = (id(pool), pool.version, tuple(names))
-        hit = self._stacked.get(key)
-        if hit is not None and hit[0] is pool:
-            self._stacked.move_to_end(key)
-            return hit[1], hit[2]
-        entries = [pool.get(n) for n in names]
-        st = StackedEvidence.build(
-            [None if e is None else self.evidence(e) for e in entries], self.kr.alpha_g
-        )
-        means = np.array(
-            [-np.inf if e is None or e.evidence_mean is None else e.evidence_mean for e in entries],
-            dtype=np.float64,
-        )
-        self._stacked[key] = (pool, st, means)
-        while len(self._stacked) > STACKED_CACHE:
-            self._stacked.popitem(last=False)
-        return st, means
+        with self._lock:
+            key = (id(pool), pool.version)
+            whole = self._pools.get(key)
+            if whole is None or whole[0] is not pool:
+                entries = pool.entries
+                st = StackedEvidence.build([self.evidence(e) for e in entries], self.kr.alpha_g)
+                means = np.array(
+                    [-np.inf if e.evidence_mean is None else e.evidence_mean for e in entries],
+                    dtype=np.float64,
+                )
+                whole = (pool, st, means, {})
+                self._pools[key] = whole
+                while len(self._pools) > POOLS_KEPT:
+                    self._pools.popitem(last=False)
+            subsets = whole[3]
+            hit = subsets.get(tuple(names))
+            if hit is None:
+                cols = [pool.index(n) for n in names]
+                hit = (whole[1].columns(cols), whole[2][cols])
+                subsets[tuple(names)] = hit
+                while len(subsets) > STACKED_CACHE:
+                    subsets.pop(next(iter(subsets)))
+            return hit
 
     def p_correct(self, pool: Pool, names: list[str], X: Array) -> Array:
         if not names:

@@ -82,6 +82,10 @@ def test_scorer_is_the_benchmarks_locus_kr_and_follows_each_models_evidence() ->
         1,
     )  # fmt: skip
     assert np.allclose(p, penalise(want, [y_a.mean(), y_b.mean()], PARAMS.margin), atol=1e-5)
+    # a candidate list is a view of the pool's one stack: any order or subset, the same columns
+    assert np.allclose(scorer.p_correct(pool, ["b", "a"], centres), p[:, ::-1], atol=1e-6)
+    assert np.allclose(scorer.p_correct(pool, ["b"], centres)[:, 0], want[:, 1], atol=1e-6)
+    assert scorer.stacked(pool, ["b"])[0].X is scorer.stacked(pool, ["a", "b"])[0].X
 
 
 @pytest.mark.parametrize("cells", [locus_kr.STACK_CELLS, 500])

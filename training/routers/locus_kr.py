@@ -201,6 +201,12 @@ class StackedEvidence:
             resid[c, : e.n] = e.resid - g_c
         return cls(X, pad, group, resid, offset)
 
+    def columns(self, idx: Sequence[int]) -> StackedEvidence:
+        """These columns only, in ``idx``'s order; the groups' query vectors are shared, not
+        copied (a pool is stacked once, each candidate list takes its columns)."""
+        i = np.asarray(idx, dtype=np.int64)
+        return StackedEvidence(self.X, self.pad, self.group[i], self.resid[i], self.offset[i])
+
 
 def kr_predict_stacked(st: StackedEvidence, prior: Array, params: KRParams, X: Array) -> Array:
     """P(correct) [B, C] of every column at once: :func:`kr_predict` per column with evidence,
