@@ -97,7 +97,9 @@ class Components:
 def default_encoder(settings: Settings) -> TextEncoder:
     from training.encoder import QueryEncoder
 
-    return QueryEncoder(backend=settings.encoder_backend)
+    return QueryEncoder(
+        backend=settings.encoder_backend, max_seq_length=settings.encoder_max_tokens
+    )
 
 
 def default_locus(settings: Settings) -> ModelEmbedder:

@@ -15,6 +15,9 @@ default pool (no stand-in scorer) and writes ``DIR/routing_report.json``:
   routed accuracy.
 - ``latency``: the routing decision (embed, score the whole pool, rank) at concurrency 1 for
   short chat turns and 256-token inputs, every text distinct (no embedding-cache hits): p50/p99.
+- ``token_limit`` (only when asked, ``--parts token_limit``): the int8 encoder reading 128 tokens
+  of each question against its default 256 (``JUNCTION_ENCODER_MAX_TOKENS``), on every
+  validation and test question: same-model rate and routed accuracy per mode, encoding time.
 
 Usage::
 
@@ -244,6 +247,63 @@ async def encoder_agreement(c: Any, n: int = 300, seed: int = 0) -> dict[str, An
     return out
 
 
+async def token_limit(c: Any, limit: int = 128) -> dict[str, Any]:
+    """The default int8 encoder reading at most ``limit`` tokens of each question against its
+    default 256, on every validation question (where a default would be chosen) and every test
+    question: how often routing picks the same model at quality, balanced and cost, each side's
+    routed accuracy, and the encoding time; plus one 256-token input's encoding time on each."""
+    from tokenizers import Tokenizer
+
+    from training.bench_encoder import texts_of_length
+    from training.encoder import QueryEncoder
+    from training.minilm import model_dir
+
+    engine = c.engine
+    pool = engine.pool
+    scorer, names, curve = await _bundle_curve(c)
+    encoders = {256: QueryEncoder(backend="onnx"), limit: QueryEncoder(backend="onnx",
+                                                                      max_seq_length=limit)}  # fmt: skip
+    tokenizer = Tokenizer.from_file(str(model_dir() / "tokenizer.json"))
+    tokenizer.no_truncation()
+    out: dict[str, Any] = {"limit": limit, "reference": 256, "encoder": "onnx-int8"}
+    for split in ("val", "test"):
+        ids, texts, _ = _questions(split)
+        score, _ = _recorded(ids, names)
+        cost = _expected(c, names, texts)
+        X, secs = {}, {}
+        for n_tok, enc in encoders.items():
+            t0 = time.perf_counter()
+            X[n_tok] = await asyncio.to_thread(enc.encode, texts)
+            secs[n_tok] = time.perf_counter() - t0
+        lengths = np.array([len(e.ids) for e in tokenizer.encode_batch(texts)])
+        part: dict[str, Any] = {
+            "questions": len(texts),
+            "share_longer_than_limit": float((lengths > limit).mean()),
+            "encode_s": {str(k): v for k, v in secs.items()},
+        }
+        rows = np.arange(len(texts))
+        for mode, keep in MODE_QUALITY.items():
+            lam = curve.lambda_for_quality(keep)
+            a, b = (choose(engine.predict(scorer, pool, names, X[k]), cost, lam) for k in X)
+            part[mode] = {
+                "lambda": lam,
+                "same_model": float((a == b).mean()),
+                "accuracy_256": float(np.nanmean(score[rows, a])),
+                f"accuracy_{limit}": float(np.nanmean(score[rows, b])),
+            }
+        out[split] = part
+    longs = texts_of_length(256, 60, seed=1)
+    for n_tok, enc in encoders.items():
+        enc.encode(longs[:5])
+        times = []
+        for t in longs[5:]:
+            t0 = time.perf_counter()
+            enc.encode([t])
+            times.append((time.perf_counter() - t0) * 1000)
+        out[f"encode_256_token_input_ms_at_{n_tok}"] = _pcts(times)
+    return out
+
+
 async def latency(c: Any, n_short: int = 300, n_long: int = 100) -> dict[str, Any]:
     """The routing decision (``RoutingEngine.decide``: embed, score the whole shipped pool, rank)
     in-process at concurrency 1, every text distinct so the embedding cache never helps."""
@@ -300,6 +360,8 @@ async def run(out: Path, *, parts: tuple[str, ...], encoder_backend: str | None)
                 report["encoder_agreement"] = await encoder_agreement(c)
             if "latency" in parts:
                 report["latency"] = await latency(c)
+            if "token_limit" in parts:
+                report["token_limit"] = await token_limit(c)
     out.mkdir(parents=True, exist_ok=True)
     (out / "routing_report.json").write_text(json.dumps(report, indent=1) + "\n")
     return report

@@ -50,3 +50,31 @@ def test_production_refuses_the_default_admin_token() -> None:
 def test_min_evaluations_is_capped_at_32() -> None:
     with pytest.raises(ValidationError):
         Settings(min_evaluations=33)
+
+
+def test_the_encoders_token_limit_reaches_the_encoder(monkeypatch) -> None:
+    from service.app import default_encoder
+
+    monkeypatch.setenv("JUNCTION_ENCODER_MAX_TOKENS", "128")
+    s = Settings()
+    assert s.encoder_max_tokens == 128
+    enc = default_encoder(s)
+    assert enc.max_seq_length == 128  # type: ignore[attr-defined]
+    assert default_encoder(Settings(encoder_max_tokens=256)).max_seq_length == 256  # type: ignore[attr-defined]
+    for bad in (1, 513):
+        with pytest.raises(ValidationError):
+            Settings(encoder_max_tokens=bad)
+
+
+def test_the_encoder_reads_only_its_token_limit() -> None:
+    """With 128 tokens, words after the limit change nothing; with 256 they do."""
+    from service.app import default_encoder
+
+    head = " ".join(f"word{i}" for i in range(150))  # well over 128 tokens
+    tail = head + " and a question at the very end about prime numbers?"
+    short = default_encoder(Settings(encoder_backend="onnx", encoder_max_tokens=128))
+    long = default_encoder(Settings(encoder_backend="onnx", encoder_max_tokens=512))
+    a, b = short.encode([head, tail])
+    assert float(a @ b) > 0.9999
+    a, b = long.encode([head, tail])
+    assert float(a @ b) < 0.999
