@@ -136,6 +136,25 @@ def router_auc(router: Router, data: EvalMatrix, cost_range: CostRange | None = 
     return common_range_auc(*router_curve(router, data), lo, hi)
 
 
+def router_aucs(
+    router: Router,
+    data: EvalMatrix,
+    cost_range: CostRange,
+    row_sets: Sequence[npt.NDArray[np.int64]],
+) -> list[float]:
+    """:func:`router_auc` on each set of ``data``'s rows (queries), on one ``cost_range``, from
+    one prediction over all of ``data``."""
+    out = router.predict(data.embeddings)
+    lo, hi = cost_range
+    return [
+        common_range_auc(
+            *frontier(out.p_correct[r], out.cost_usd[r], data.scores[r], data.cost_usd[r], LAMBDAS),
+            lo, hi,
+        )
+        for r in row_sets
+    ]  # fmt: skip
+
+
 def single_models(data: EvalMatrix) -> dict[str, tuple[float, float]]:
     """Each model's (mean cost, accuracy) on ``data``; an unevaluated query counts as wrong."""
     obs = data.observed

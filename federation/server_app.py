@@ -54,7 +54,7 @@ from federation.local import (
     pooled_moments,
 )
 from federation.partition import global_test
-from federation.routers import MaskedRouter, router_auc
+from federation.routers import MaskedRouter, router_auc, router_aucs
 from federation.strategy import RouterFedAvg
 from training.evaluation.metrics import pool_cost_range
 from training.routers.kmeans import KMeansConfig, KMeansRouter, choose_prior, global_centres
@@ -112,6 +112,7 @@ class FederatedRun:
         self._eval_range: tuple[float, float] | None = None
         self._val: Any = None
         self._val_range: tuple[float, float] | None = None
+        self._val_rows: list[np.ndarray] = []  # all validation queries, then the two halves
         self.cost_range: tuple[float, float] | None = None  # from the clients' hello
         self.logged: dict[int, np.ndarray] = {}  # client -> its logged rows per model (hello)
 
@@ -147,34 +148,28 @@ class FederatedRun:
         recorded per round, never used to train; under ``select-round=validation`` the saved
         router is the training round where it is highest (the centralised baseline's early
         stopping uses the same set)."""
+        aucs = self._server_val_aucs(router, halves=False)
+        return None if aucs is None else aucs[0]
+
+    def _server_val_aucs(self, router: Any, *, halves: bool) -> list[float] | None:
+        """[the whole validation set's AUC] and, with ``halves``, each of two fixed halves'
+        (a seeded split of its queries, on the whole set's cost range), from one prediction:
+        for :func:`federation.simulate.crossfit_val_auc`, where a round chosen on one half is
+        scored on the other, free of the choice's own luck. None without ``server-eval``."""
         if not self.cfg.server_eval:
             return None
         if self._val is None:
             self._val = experiment_validation(self.cfg)
             self._val_range = pool_cost_range(self._val.cost_usd)  # its own: no test statistic
+            n = len(self._val.query_ids)
+            order = np.random.default_rng([self.cfg.seed, VAL_HALVES_SALT]).permutation(n)
+            self._val_rows = [np.arange(n), np.sort(order[0::2]), np.sort(order[1::2])]
         val = self._val
         if list(router.models) != list(val.models):
             val = val.select_models(list(router.models))
-        return router_auc(self._as_saved(router), val, self._val_range)
-
-    def _server_val_halves(self, router: Any) -> list[float] | None:
-        """The router's validation AUC on each of two fixed halves of the server's validation
-        queries (a seeded split, the whole set's cost range), for :func:`crossfit_val_auc`: a
-        round chosen on one half and scored on the other is free of the choice's own luck."""
-        if not self.cfg.server_eval:
-            return None
-        if self._val is None:
-            self._server_val_auc(router)
-        val = self._val
-        if list(router.models) != list(val.models):
-            val = val.select_models(list(router.models))
-        order = np.random.default_rng([self.cfg.seed, VAL_HALVES_SALT]).permutation(
-            len(val.query_ids)
-        )
-        return [
-            router_auc(self._as_saved(router), val.subset(np.sort(order[h::2])), self._val_range)
-            for h in (0, 1)
-        ]
+        assert self._val_range is not None
+        rows = self._val_rows if halves else self._val_rows[:1]
+        return router_aucs(self._as_saved(router), val, self._val_range, rows)
 
     def _hook(self, stage: str, rnd: int, auc: float | None) -> None:
         if self.on_round is not None:
@@ -317,10 +312,11 @@ class FederatedRun:
             now = served(rnd, arrays)
             router.net.load_state_dict({k: torch.as_tensor(v) for k, v in now.items()})
             auc = self._server_auc(router)
-            val_auc = self._server_val_auc(router)
+            aucs = self._server_val_aucs(router, halves=stage == "train")
+            val_auc = None if aucs is None else aucs[0]
             record = {"stage": stage, "round": rnd, "auc": auc, "val_auc": val_auc}
-            if stage == "train" and val_auc is not None:
-                record["val_auc_halves"] = self._server_val_halves(router)
+            if aucs is not None and len(aucs) == 3:
+                record["val_auc_halves"] = aucs[1:]
             self.history["rounds"].append(record)
             if select and val_auc is not None and val_auc > best.get("val_auc", -np.inf):
                 best.update(round=rnd, val_auc=val_auc, arrays=copy.deepcopy(now))

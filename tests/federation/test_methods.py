@@ -29,7 +29,7 @@ from federation.local import (
     train_mlp,
 )
 from federation.partition import global_test
-from federation.routers import hull_auc, router_auc, router_curve
+from federation.routers import hull_auc, router_auc, router_aucs, router_curve
 from training.evaluation.metrics import common_range_auc, pool_cost_range
 from training.routers.mlp import MLPConfig, MLPRouter
 
@@ -268,6 +268,12 @@ def test_every_router_is_scored_on_the_pool_range() -> None:
     assert router_auc(r, parts[0].test, span) == common_range_auc(
         *router_curve(r, parts[0].test), *span
     )
+    # several row sets from one prediction: each is router_auc on those queries alone
+    half = np.arange(0, len(test.query_ids), 2)
+    whole, part = router_aucs(r, test, span, [np.arange(len(test.query_ids)), half])
+    assert whole == router_auc(r, test, span)
+    assert part == pytest.approx(router_auc(r, test.subset(half), span), abs=1e-9)
+    assert part != whole
 
 
 def test_a_model_nobody_logged_is_never_chosen_by_the_kmeans_router() -> None:

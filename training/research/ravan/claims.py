@@ -1,6 +1,7 @@
 """What the digits and SmolLM2 settings of ``ravan`` share in their reports: the Flower repeat of
-a few in-process runs (:func:`training.research.federated.flower_repeat`), and the claims whose rule does not depend on the setting (the gap over
-LoRA grows with heterogeneity, exact aggregation, Flower = in-process).
+a few in-process runs (:func:`training.research.federated.flower_repeat`), and the claims whose
+rule does not depend on the setting (the gap over LoRA grows with heterogeneity, exact
+aggregation, Flower = in-process).
 
 Usage::
 
