@@ -183,6 +183,7 @@ def make_client_app(overrides: Mapping[str, Any] | None = None) -> ClientApp:
             router, train_rows, epochs=cfg.expand_epochs if only >= 0 else cfg.local_epochs,
             batch_size=cfg.batch_size, lr=cfg.lr,
             seed=seed, only_model=only if only >= 0 else None, prox_mu=cfg.prox_mu,
+            optimizer=cfg.client_opt,
         )  # fmt: skip
         if cfg.attack != "none" and data.client == cfg.attack_client:
             log.warning("client %d injects the %r attack", data.client, cfg.attack)

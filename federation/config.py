@@ -37,6 +37,7 @@ ROBUST_MODES = ("none", "clip", "trimmed")
 ATTACKS = ("none", "scale100", "nan")
 HELD_OUT = ("exclude", "include")
 SERVER_OPTS = ("avg", "momentum", "adam")
+CLIENT_OPTS = ("adamw", "sgd")
 HEADS = ("per-model", "shared", "embedding")
 SELECT_ROUNDS = ("validation", "last")
 
@@ -64,7 +65,9 @@ class FederationConfig:
     # router
     router: str = field(default="mlp", metadata={"help": "mlp or kmeans"})
     hidden: int = field(default=256, metadata={"help": "MLP trunk width (paper: 512)"})
-    lr: float = field(default=1e-3, metadata={"help": "AdamW learning rate"})
+    lr: float = field(
+        default=1e-3, metadata={"help": "a federated client's learning rate (see client-opt)"}
+    )
     lrs: str = field(
         default="",
         metadata={
@@ -75,6 +78,13 @@ class FederationConfig:
         },
     )
     batch_size: int = field(default=128, metadata={"help": "local batch size"})
+    client_opt: str = field(
+        default="adamw",
+        metadata={
+            "help": "a federated client's optimiser for its local round: adamw (a fresh AdamW "
+            "each round) or sgd (plain SGD); centralised and client-local routers use AdamW"
+        },
+    )
     head: str = field(
         default="per-model",
         metadata={
@@ -179,6 +189,8 @@ class FederationConfig:
             raise ValueError(f"held-out must be one of {HELD_OUT}, not {self.held_out!r}")
         if self.server_opt not in SERVER_OPTS:
             raise ValueError(f"server-opt must be one of {SERVER_OPTS}, not {self.server_opt!r}")
+        if self.client_opt not in CLIENT_OPTS:
+            raise ValueError(f"client-opt must be one of {CLIENT_OPTS}, not {self.client_opt!r}")
         if self.head not in HEADS:
             raise ValueError(f"head must be one of {HEADS}, not {self.head!r}")
         if self.select_round not in SELECT_ROUNDS:
@@ -218,6 +230,15 @@ class FederationConfig:
     @property
     def lr_list(self) -> list[float]:
         return [float(x) for x in self.lrs.split(",") if x.strip()]
+
+    @property
+    def baseline_lr(self) -> float:
+        """The lr of the AdamW-trained routers beside the federated one (the matched-compute
+        centralised and the unselected client-local MLPs): the run's lr, or the AdamW default
+        where the clients run SGD, whose lr is on another scale."""
+        from training.routers.mlp import MLPConfig  # torch: only where an MLP is trained
+
+        return self.lr if self.client_opt == "adamw" else MLPConfig().lr
 
     @property
     def fixed_prior(self) -> float | None:

@@ -349,6 +349,7 @@ def mlp_round(
     seed: int,
     only_model: int | None = None,
     prox_mu: float = 0.0,
+    optimizer: str = "adamw",
 ) -> tuple[Arrays, dict[str, float], float]:
     """One local round on the client's logged cells.
 
@@ -374,7 +375,7 @@ def mlp_round(
             net, X, m, a, router.standardise_cost(c),
             epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=router.cfg.weight_decay,
             grad_clip=router.cfg.grad_clip, cost_weight=router.cfg.cost_weight, seed=seed,
-            prox_mu=prox_mu if only_model is None else 0.0,
+            prox_mu=prox_mu if only_model is None else 0.0, optimizer=optimizer,
         )  # fmt: skip
     finally:
         for p in frozen:

@@ -279,7 +279,7 @@ def train_local(
             choice.pop("val_auc_per_epoch")
             return router, choice
         mcfg = MLPConfig(
-            hidden=cfg.hidden, lr=cfg.lr, batch_size=cfg.batch_size,
+            hidden=cfg.hidden, lr=cfg.baseline_lr, batch_size=cfg.batch_size,
             epochs=local_epochs_matched(cfg), seed=seed,
         )  # fmt: skip
         return MaskedRouter(train_mlp(data.train, mcfg, spec_of(cfg)), known), None
@@ -317,9 +317,9 @@ def personalise(
 
 def central_candidates(cfg: FederationConfig) -> tuple[tuple[float, ...], int]:
     """The learning rates and the most epochs the validation-selected centralised MLP tries:
-    the lrs the federated lr was chosen from (``CENTRAL_LRS``, plus the run's own) and up to
+    the lrs the federated lr was chosen from (``CENTRAL_LRS``, plus the run's own AdamW lr) and up to
     one epoch per federated round (``rounds x local-epochs``, at least the matched epochs)."""
-    lrs = tuple(sorted({*CENTRAL_LRS, cfg.lr}, reverse=True))
+    lrs = tuple(sorted({*CENTRAL_LRS, cfg.baseline_lr}, reverse=True))
     return lrs, max(cfg.rounds * cfg.local_epochs, local_epochs_matched(cfg))
 
 
@@ -403,7 +403,7 @@ def train_central(
     (``score``) as the federated one is; returns the router and that choice (None: MLP)."""
     if cfg.router == "mlp":
         mcfg = MLPConfig(
-            hidden=cfg.hidden, lr=cfg.lr, batch_size=cfg.batch_size,
+            hidden=cfg.hidden, lr=cfg.baseline_lr, batch_size=cfg.batch_size,
             epochs=local_epochs_matched(cfg), seed=cfg.seed,
         )  # fmt: skip
         moments = pooled_moments([log_cost_moments(pooled)])

@@ -404,3 +404,18 @@ def test_the_flower_app_config_is_every_field_at_its_default() -> None:
     defaults = FederationConfig().to_run_config()
     assert set(declared) == set(defaults)
     assert FederationConfig.from_run_config(declared).to_run_config() == defaults
+
+
+def test_sgd_clients_leave_the_adamw_baselines_on_their_own_lrs() -> None:
+    """With ``client-opt=sgd`` the run's lr is an SGD lr: the centralised and client-local
+    routers (AdamW) keep their own candidates instead of trying AdamW at it."""
+    from federation.grid import runs, with_settings
+    from federation.simulate import CENTRAL_LRS, central_candidates
+
+    base = runs()["rb_mlp_emb_s1"]
+    sgd = with_settings(base, ["client-opt=sgd", "lr=0.3", "lrs=0.3,0.1"])
+    assert (sgd.client_opt, sgd.lr_list) == ("sgd", [0.3, 0.1])
+    assert sgd.baseline_lr == 1e-3 and base.baseline_lr == base.lr
+    assert central_candidates(sgd)[0] == tuple(sorted(CENTRAL_LRS, reverse=True))
+    with pytest.raises(ValueError, match="client-opt must be one of"):
+        replace(base, client_opt="lion")

@@ -117,6 +117,9 @@ class MLPRouterNet(nn.Module):
         return out
 
 
+OPTIMIZERS = ("adamw", "sgd")
+
+
 def local_train(
     net: MLPRouterNet,
     X: Array,
@@ -133,13 +136,17 @@ def local_train(
     seed: int,
     progress: bool = False,
     prox_mu: float = 0.0,
+    optimizer: str = "adamw",
 ) -> dict[str, float]:
     """Train ``net`` in place on rows (x, model, accuracy, standardised log cost).
 
     The trunk and the heads of the models present in ``model_idx`` change; every other head stays
     bitwise identical. ``prox_mu > 0`` adds FedProx's proximal term ``mu/2 ||w - w_start||^2`` on
     ``net.shared_parameters()`` (the trunk, and a head every model shares): a federated client
-    stays near the global model. Returns the mean loss of the last
+    stays near the global model. ``optimizer`` is ``adamw`` (a fresh AdamW) or ``sgd`` (plain
+    SGD, no momentum: stateless, so a federated client that takes only a few steps a round
+    makes a step proportional to its gradient, where a fresh Adam's first steps are close to
+    ``lr * sign(gradient)`` whatever the gradient's size). Returns the mean loss of the last
     epoch and the number of rows.
     """
     n = len(acc)
@@ -150,7 +157,13 @@ def local_train(
     m_t = torch.as_tensor(model_idx, dtype=torch.long)
     a_t = torch.as_tensor(acc, dtype=torch.float32)
     c_t = torch.as_tensor(log_cost_z, dtype=torch.float32)
-    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay)
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {OPTIMIZERS}, not {optimizer!r}")
+    opt: torch.optim.Optimizer = (
+        torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay)
+        if optimizer == "adamw"
+        else torch.optim.SGD(net.parameters(), lr=lr, weight_decay=weight_decay)
+    )
     bce = nn.BCEWithLogitsLoss()
     anchor = [(p, p.detach().clone()) for p in net.shared_parameters()] if prox_mu > 0 else []
     net.train()

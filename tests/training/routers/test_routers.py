@@ -112,6 +112,50 @@ def test_local_train_touches_only_present_heads(data):
     assert not torch.equal(before["trunk.0.weight"], after["trunk.0.weight"])
 
 
+def test_local_train_sgd_steps_along_the_gradient(data):
+    """One full-batch SGD step moves each parameter by -lr * (gradient + weight decay), where a
+    fresh AdamW's first step is lr * sign(gradient) whatever the gradient's size."""
+    tr, _ = data
+    rows = np.flatnonzero(~np.isnan(tr.scores[:, 1]))
+    args = (
+        tr.embeddings[rows], np.full(len(rows), 1, dtype=np.int64), tr.scores[rows, 1],
+    )  # fmt: skip
+    steps = {}
+    for opt in ("sgd", "adamw"):
+        router = new_mlp_router(
+            MLPConfig(input_dim=16, hidden=8, dropout=0.0), tr.models, tr.cost_usd
+        )
+        w0 = router.net.trunk[0].weight.detach().clone()
+        cz = router.standardise_cost(tr.cost_usd[rows, 1])
+        # the gradient at the start, as local_train's loss defines it (no clipping: norm < 1e3)
+        out = router.net.rows(torch.as_tensor(args[0]), torch.as_tensor(args[1]))
+        loss = (
+            torch.nn.functional.binary_cross_entropy_with_logits(
+                out[:, 0], torch.as_tensor(args[2], dtype=torch.float32)
+            )
+            + 0.5 * ((out[:, 1] - torch.as_tensor(cz, dtype=torch.float32)) ** 2).mean()
+        )
+        (grad,) = torch.autograd.grad(loss, router.net.trunk[0].weight)
+        router.net.zero_grad(set_to_none=True)
+        local_train(
+            router.net, *args, cz, epochs=1, batch_size=len(rows), lr=0.1, weight_decay=1e-2,
+            grad_clip=1e3, cost_weight=0.5, seed=0, optimizer=opt,
+        )  # fmt: skip
+        steps[opt] = (router.net.trunk[0].weight.detach() - w0, grad, w0)
+    step, grad, w0 = steps["sgd"]
+    assert torch.allclose(step, -0.1 * (grad + 1e-2 * w0), atol=1e-6)
+    step, grad, w0 = steps["adamw"]
+    moved = grad.abs() > 1e-6
+    assert torch.allclose(
+        step[moved], -0.1 * torch.sign(grad[moved]) - 0.1 * 1e-2 * w0[moved], atol=1e-3
+    )
+    with pytest.raises(ValueError, match="optimizer must be one of"):
+        local_train(
+            router.net, *args, cz, epochs=1, batch_size=8, lr=0.1, weight_decay=0.0,
+            grad_clip=1.0, cost_weight=0.5, seed=0, optimizer="lion",
+        )  # fmt: skip
+
+
 def test_two_pass_kmeans_pieces_match_a_central_fit(data):
     tr, te = data
     halves = [tr.subset(np.arange(tr.num_queries) % 2 == h) for h in (0, 1)]
