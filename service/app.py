@@ -77,6 +77,7 @@ class Components:
         """Swap in the registry's current pool and routers; drop cached key lookups."""
         pool = await load_pool(self.db)
         locus = LocusScorer(self.locus)
+        await asyncio.to_thread(locus.prepare, pool)  # off the event loop, before it serves
         scorers: dict[str, Scorer] = {locus.name: locus}
         scorers.update(await self.routers.load_active())
         self.engine.swap(pool=pool, scorers=scorers)

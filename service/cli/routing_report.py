@@ -18,6 +18,10 @@ default pool (no stand-in scorer) and writes ``DIR/routing_report.json``:
 - ``token_limit`` (only when asked, ``--parts token_limit``): the int8 encoder reading 128 tokens
   of each question against its default 256 (``JUNCTION_ENCODER_MAX_TOKENS``), on every
   validation and test question: same-model rate and routed accuracy per mode, encoding time.
+- ``reload`` (only when asked, ``--parts reload``): a registry change rebuilds the LOCUS scorer;
+  the time ``reload`` takes and the first decision's scoring after it, as served (the pool's
+  evidence built during the reload) and as it was before that (a new scorer stacks the evidence
+  on the first request), beside the next decisions', p50 over repeats.
 
 Usage::
 
@@ -349,6 +353,30 @@ def _pcts(xs: list[float]) -> dict[str, float]:
     return {"p50": float(np.percentile(a, 50)), "p99": float(np.percentile(a, 99))}
 
 
+async def reload_cost(c: Any, repeats: int = 20) -> dict[str, Any]:
+    from service.routing.scoring import LocusScorer
+
+    X = np.asarray(await c.engine.embed(["What is the capital of France?"]))
+    times: dict[str, list[float]] = {"reload": [], "first": [], "first_unprepared": [], "next": []}
+    for _ in range(repeats):
+        t = time.perf_counter()
+        await c.reload()
+        times["reload"].append(time.perf_counter() - t)
+        pool = c.engine.pool
+        for key, scorer in (
+            ("first", c.engine.scorers["locus"]),
+            ("first_unprepared", LocusScorer(c.locus)),
+        ):
+            t = time.perf_counter()
+            scorer.p_correct(pool, pool.names, X)
+            times[key].append(time.perf_counter() - t)
+        t = time.perf_counter()
+        c.engine.scorers["locus"].p_correct(pool, pool.names, X)
+        times["next"].append(time.perf_counter() - t)
+    out = {f"{k}_p50_ms": float(np.median(v) * 1e3) for k, v in times.items()}
+    return {"repeats": repeats, "models": len(c.engine.pool), **out}
+
+
 async def run(out: Path, *, parts: tuple[str, ...], encoder_backend: str | None) -> dict[str, Any]:
     report: dict[str, Any] = {"bundle": "training/artifacts/default"}
     with tempfile.TemporaryDirectory() as tmp:
@@ -362,6 +390,8 @@ async def run(out: Path, *, parts: tuple[str, ...], encoder_backend: str | None)
                 report["latency"] = await latency(c)
             if "token_limit" in parts:
                 report["token_limit"] = await token_limit(c)
+            if "reload" in parts:
+                report["reload"] = await reload_cost(c)
     out.mkdir(parents=True, exist_ok=True)
     (out / "routing_report.json").write_text(json.dumps(report, indent=1) + "\n")
     return report

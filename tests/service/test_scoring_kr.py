@@ -175,8 +175,32 @@ def test_the_shipped_bundle_is_served_with_locus_kr(tmp_path) -> None:
             assert entry is not None and entry.evidence_y is not None and ev is not None
             assert len(entry.evidence_y) == len(ev[1])
         X = unit(np.random.default_rng(3).normal(size=(5, 384)).astype(np.float32))
-        p = scorer.p_correct(pool, bundle.names, X)
+        # the served pool's evidence was built when the pool was loaded, not by this decision
+        built = StackedEvidence.build
+        StackedEvidence.build = _refuse  # type: ignore[method-assign]
+        try:
+            p = scorer.p_correct(pool, bundle.names, X)
+        finally:
+            StackedEvidence.build = built  # type: ignore[method-assign]
         assert p.shape == (5, len(bundle.names)) and np.isfinite(p).all()
+
+
+def _refuse(*_: object, **__: object) -> None:
+    raise AssertionError("the pool's evidence was stacked on the request path")
+
+
+def test_prepare_builds_the_evidence_before_the_first_decision(monkeypatch) -> None:
+    rng = np.random.default_rng(1)
+    X, centres = _clusters(rng)
+    emb = _embedder({"method": "locus_kr", "params": PARAMS.to_json()})
+    pool = _pool(emb, X, (rng.random(80) < 0.5).astype(np.float32), np.ones(80, np.float32))
+    want = LocusScorer(emb).p_correct(pool, ["b", "a"], centres)
+    scorer = LocusScorer(emb)
+    scorer.prepare(pool)
+    monkeypatch.setattr(StackedEvidence, "build", _refuse)
+    assert np.array_equal(scorer.p_correct(pool, ["b", "a"], centres), want)
+    with pytest.raises(AssertionError, match="request path"):  # a new pool is stacked anew
+        scorer.p_correct(Pool.build(2, list(pool.entries)), ["a"], centres)
 
 
 def test_a_new_bundle_refreshes_its_models_stored_by_older_weights(tmp_path, fake_a) -> None:
