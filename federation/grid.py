@@ -20,7 +20,8 @@ MLP methods (chosen on validation AUC, seed 0 of every log; see RESULTS.md):
 with mu 0.01 on the trunk), ``adam`` (per-model heads, FedAdam on the trunk), ``avglr``
 (per-model heads, FedAvg, the embedding head's lr 3e-4: the like-for-like control), ``emb`` (one head
 conditioned on fixed model embeddings from the training rows, FedAvg, lr 3e-4;
-``local.EmbeddingHeadNet``).
+``local.EmbeddingHeadNet``), ``embsgd`` (the same head, its clients running plain SGD, lr 1, in
+place of a fresh AdamW each round).
 
 Usage::
 
@@ -48,6 +49,14 @@ ADAM_LR = 0.01  # FedAdam's server learning rate (tau 1e-3); one value, not tune
 # chosen on the seed-0 validation AUC of RouterBench and MMLU-Pro (RESULTS.md notes):
 EMB_LR = 3e-4  # the embedding-conditioned head's (client and centralised) lr, of 1e-3 and 3e-4
 # (``avglr`` runs the per-model heads at the same lr, so the head is compared like for like)
+# The main runs choose the client lr on the server's validation set (one federated training
+# each) and keep the training round with the best validation AUC (select-round, the default).
+# AdamW clients choose from the centralised baseline's candidates; SGD clients from the two
+# with the best mean seed-0 validation AUC over the three logs of a scan of 1, 0.3, 0.1, 0.03
+# (results/tried/sgd_scan), 1 being the best single one.
+CHOSEN_LRS = ",".join(f"{x:g}" for x in CENTRAL_LRS)
+SGD_LR = 1.0
+SGD_LRS = "1,0.3"
 LOGS: dict[str, dict[str, Any]] = {
     "rb": {"logs": "routerbench"},
     "mm": {"logs": "mmlu_pro"},
@@ -62,14 +71,14 @@ MLP_METHODS: dict[str, dict[str, Any]] = {
     "adam": {"head": "per-model", "server_opt": "adam", "server_lr": ADAM_LR,
              "server_momentum": 0.9},
     "avglr": {"head": "per-model", "server_opt": "avg", "lr": EMB_LR},
-    "emb": {"head": "embedding", "server_opt": "avg", "lr": EMB_LR},
+    "emb": {"head": "embedding", "server_opt": "avg", "lr": EMB_LR, "lrs": CHOSEN_LRS},
+    "embsgd": {"head": "embedding", "server_opt": "avg", "client_opt": "sgd", "lr": SGD_LR,
+               "lrs": SGD_LRS},
 }  # fmt: skip
-# The chosen method's main runs choose, like the centralised MLP, the client lr on the server's
-# validation set from the centralised baseline's candidates (one federated training each) and
-# keep the training round with the best validation AUC (select-round, the default).
-CHOSEN_LRS = ",".join(f"{x:g}" for x in CENTRAL_LRS)
-CHOSEN_MLP = "emb"  # best mean validation AUC (RESULTS.md, "MLP method, chosen on validation")
-EARLIER_MLP = ("prox",)  # kept before emb was measured: its three seeds stay in the grid
+# best mean validation AUC (RESULTS.md, "MLP method, chosen on validation"); embsgd replaced emb
+# by the cross-fitted rule of commit 1c76283 (NOTES.md)
+CHOSEN_MLP = "embsgd"
+EARLIER_MLP = ("prox", "emb")  # kept before: their three seeds stay in the grid
 EXTRA_MLP = "avg"  # the method of the expansion and join runs (run before prox was measured)
 BASE: dict[str, Any] = {"clients": 10, "alpha": 0.6, "rounds": 30}
 # Every MLP run keeps the training round with the best validation AUC (select-round, the
@@ -83,10 +92,9 @@ def runs() -> dict[str, FederationConfig]:
     for log_name, data in LOGS.items():
         for method, knobs in MLP_METHODS.items():
             seeds = SEEDS if method in (CHOSEN_MLP, EXTRA_MLP, *EARLIER_MLP) else (0,)
-            kept: dict[str, Any] = {"lrs": CHOSEN_LRS} if method == CHOSEN_MLP else {}
             for s in seeds:
                 out[f"{log_name}_mlp_{method}_s{s}"] = FederationConfig(
-                    **BASE, **data, **knobs, **kept, router="mlp", seed=s
+                    **BASE, **data, **knobs, router="mlp", seed=s
                 )
         for s in SEEDS:
             out[f"{log_name}_kmeans_s{s}"] = FederationConfig(

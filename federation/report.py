@@ -90,6 +90,8 @@ def _variant(cfg: dict[str, Any]) -> str:
         parts[-1] += f" (lr {cfg['server_lr']}, beta {cfg['server_momentum']})"
     if cfg.get("prox_mu", 0.0):
         parts.append(f"prox {cfg['prox_mu']}")
+    if cfg.get("client_opt", "adamw") != "adamw":
+        parts.append(f"{cfg['client_opt'].upper()} clients")
     if cfg.get("lr", 1e-3) != 1e-3:
         parts.append(f"lr {cfg['lr']:g}")
     return ", ".join(parts)
@@ -413,7 +415,8 @@ def results_markdown(
         "query, 75/25 client splits, the global test set the union of client test splits with "
         "full labels, the log's own validation split set aside (methods are chosen on it, never "
         "on test), participation 0.6, one local epoch per round, 30 rounds, robust aggregation "
-        "`clip`. Centralised and local routers use the same architecture as the federated one. "
+        "`clip`. Centralised and local routers use the same architecture as the federated one "
+        "(trained with AdamW; the federated clients use the optimiser their run's method names). "
         "Choices on the validation split (the server's own data, never a client's): the "
         "centralised MLP's lr and epochs (early stopping); in the main runs the federated "
         "MLP's client lr (of the same candidates, one federated training each) and its kept "
@@ -481,7 +484,8 @@ def results_markdown(
         "where the run's report says so (`federated_selection`), else the last round. *Fed, last "
         "round*: the test AUC after the last training round, for comparison. *Chosen on "
         "validation*: per seed, the kept round (rN) and, where the run chose it, the client lr "
-        "(`lrs`: one federated training per lr, the same candidates as the centralised MLP's); "
+        "(`lrs`: one federated training per lr; AdamW clients try the centralised MLP's "
+        "candidates, SGD clients their own, `federation/grid.py`); "
         "K-means: the shrinkage prior. *Best local*: the highest client-local test AUC (the "
         "target's figure); *val-chosen*: the test AUC of the local router with the best "
         "validation AUC.",

@@ -29,7 +29,7 @@ def test_results_md_is_regenerated_from_the_committed_reports(tmp_path: Path) ->
 def test_every_grid_mlp_run_keeps_its_validation_round_and_reports_say_so() -> None:
     """The method table compares every MLP method on one rule: each grid run keeps its training
     round with the best validation AUC, and each committed MLP report records that choice."""
-    from federation.grid import CHOSEN_LRS, CHOSEN_MLP, load_reports, runs
+    from federation.grid import CHOSEN_MLP, MLP_METHODS, load_reports, runs
 
     grid = runs()
     reports = load_reports(ROOT / "federation" / "results" / "runs")
@@ -37,6 +37,8 @@ def test_every_grid_mlp_run_keeps_its_validation_round_and_reports_say_so() -> N
         if cfg.router != "mlp":
             continue
         assert cfg.select_round == "validation", name
-        assert cfg.lrs == (CHOSEN_LRS if f"_mlp_{CHOSEN_MLP}_" in name else ""), name
+        method = name.split("_mlp_")[1].rsplit("_s", 1)[0]
+        assert cfg.lrs == MLP_METHODS.get(method, {}).get("lrs", ""), name
+        assert method != CHOSEN_MLP or len(cfg.lr_list) > 1, name  # its lr chosen on validation
         assert reports[name]["federated_selection"]["rule"] == "validation", name
         assert reports[name]["config"]["select_round"] == "validation", name
