@@ -317,8 +317,9 @@ def personalise(
 
 def central_candidates(cfg: FederationConfig) -> tuple[tuple[float, ...], int]:
     """The learning rates and the most epochs the validation-selected centralised MLP tries:
-    the lrs the federated lr was chosen from (``CENTRAL_LRS``, plus the run's own AdamW lr) and up to
-    one epoch per federated round (``rounds x local-epochs``, at least the matched epochs)."""
+    the lrs the federated lr was chosen from (``CENTRAL_LRS``, plus the run's own AdamW lr) and
+    up to one epoch per federated round (``rounds x local-epochs``, at least the matched
+    epochs)."""
     lrs = tuple(sorted({*CENTRAL_LRS, cfg.baseline_lr}, reverse=True))
     return lrs, max(cfg.rounds * cfg.local_epochs, local_epochs_matched(cfg))
 

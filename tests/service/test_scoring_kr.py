@@ -159,7 +159,7 @@ def test_registered_and_shipped_models_carry_their_evaluations_into_the_pool(
         assert shipped.evidence_mean == float(y.mean())
 
 
-def test_the_shipped_bundle_is_served_with_locus_kr(tmp_path) -> None:
+def test_the_shipped_bundle_is_served_with_locus_kr(tmp_path, monkeypatch) -> None:
     """The real default bundle: its pool comes up with its evaluations and the LOCUS-KR scorer."""
     from training.bundle import DEFAULT_BUNDLE, load_bundle
 
@@ -176,12 +176,8 @@ def test_the_shipped_bundle_is_served_with_locus_kr(tmp_path) -> None:
             assert len(entry.evidence_y) == len(ev[1])
         X = unit(np.random.default_rng(3).normal(size=(5, 384)).astype(np.float32))
         # the served pool's evidence was built when the pool was loaded, not by this decision
-        built = StackedEvidence.build
-        StackedEvidence.build = _refuse  # type: ignore[method-assign]
-        try:
-            p = scorer.p_correct(pool, bundle.names, X)
-        finally:
-            StackedEvidence.build = built  # type: ignore[method-assign]
+        monkeypatch.setattr(StackedEvidence, "build", _refuse)
+        p = scorer.p_correct(pool, bundle.names, X)
         assert p.shape == (5, len(bundle.names)) and np.isfinite(p).all()
 
 
